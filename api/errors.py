@@ -1,0 +1,76 @@
+"""The one place domain errors become HTTP responses, in OpenAI's error envelope so the
+`openai` SDK and its users parse them as they parse OpenAI's own."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: list[tuple[type[errors.DomainError], int, str]] = [
+    (errors.NotFound, 404, "invalid_request_error"),
+    (errors.Unauthorized, 401, "authentication_error"),
+    (errors.PayloadTooLarge, 413, "invalid_request_error"),
+    (errors.InvalidState, 409, "invalid_request_error"),
+    (errors.Conflict, 409, "invalid_request_error"),
+    (errors.BudgetExceeded, 400, "invalid_request_error"),
+    (errors.InvalidInput, 400, "invalid_request_error"),
+]
+
+
+def error_body(type_: str, code: str, message: str, param: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": type_, "code": code, "message": message, "param": param, **extra}}
+
+
+def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DomainError)
+    status, type_ = 500, "server_error"
+    if isinstance(exc, errors.UpstreamError):
+        status, type_ = exc.status, "upstream_error"
+    for cls, code, kind in STATUS:
+        if isinstance(exc, cls):
+            status, type_ = code, kind
+            break
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = error_body(type_, exc.code, exc.message, exc.param, **exc.details)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+    param = ".".join(loc) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg", "Invalid request."))
+    return JSONResponse(error_body("invalid_request_error", "invalid_request", message, param), status_code=400)
+
+
+def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        error_body("invalid_request_error", code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        error_body("server_error", "internal_error", "Internal error; it has been logged. Retry later."),
+        status_code=500,
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.DomainError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

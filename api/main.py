@@ -1,0 +1,33 @@
+"""The app factory: `uvicorn --factory api.main:create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routes import chat, datasets, health, tunes, webhooks
+from shared.chat import gateway
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await gateway.close_all()
+
+
+def create_app() -> FastAPI:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = FastAPI(
+        title="Tuneforge",
+        version="0.1.0",
+        description="Fine-tuning control plane with an OpenAI-compatible chat endpoint.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (health, datasets, tunes, webhooks, chat):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,1 @@
+"""Routers; each route parses, calls one domain function, and returns a schema."""

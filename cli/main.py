@@ -1,0 +1,148 @@
+"""`tuneforge up | migrate | api | worker | beat | sandbox | keys create` (DESIGN.md §12)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from shared.config import get_settings
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    from shared.migrate import upgrade_head
+
+    upgrade_head()
+
+
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level="info",
+    )
+
+
+def _sandbox(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "sandbox.app:create_app",
+        factory=True,
+        host=args.host or settings.sandbox_host,
+        port=args.port or settings.sandbox_port,
+        log_level="warning",
+    )
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from worker.app import app
+
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
+
+
+def _beat(_: argparse.Namespace) -> None:
+    from worker.app import app
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel=INFO"])
+
+
+def _keys_create(args: argparse.Namespace) -> None:
+    from shared import auth
+    from shared.db import session_scope
+
+    with session_scope() as session:
+        project = auth.get_or_create_project(session, args.project)
+        key = auth.create_key(session, project=project, name=args.name)
+    print(key)
+
+
+def _up(args: argparse.Namespace) -> None:
+    """Embedded default: every process as a child, all stopped together."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _migrate(args)
+    key_file = settings.data_dir / "admin-key"
+    if not key_file.exists():
+        from shared import auth
+        from shared.db import session_scope
+
+        with session_scope() as session:
+            project = auth.get_or_create_project(session, "default")
+            key_file.write_text(auth.create_key(session, project=project, name="admin") + "\n")
+        key_file.chmod(0o600)
+    me = [sys.executable, "-m", "cli.main"]
+    commands = [me + ["api", "--port", str(args.port)], me + ["worker"], me + ["beat"]]
+    if settings.uses_sandbox:
+        commands.append(me + ["sandbox"])
+    children = [subprocess.Popen(cmd) for cmd in commands]
+    print(f"Tuneforge is up: http://{settings.api_host}:{args.port}/v1", flush=True)
+    print(f"Admin API key (also in {key_file}): {key_file.read_text().strip()}", flush=True)
+    if settings.uses_sandbox:
+        print(f"Provider: the bundled sandbox at {settings.sandbox_base_url} (no OpenAI key configured)", flush=True)
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 15
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        for child in children:
+            if child.poll() is not None:
+                print(f"a Tuneforge process exited ({child.args[3]}, code {child.returncode}); stopping", flush=True)
+                stop()
+        time.sleep(0.5)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="migrate, then run api, worker, scheduler and sandbox")
+    up.add_argument("--port", type=int, default=get_settings().api_port)
+    up.set_defaults(func=_up)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    for name, func in (("api", _api), ("sandbox", _sandbox)):
+        cmd = sub.add_parser(name, help=f"run the {name} HTTP server")
+        cmd.add_argument("--host")
+        cmd.add_argument("--port", type=int)
+        cmd.set_defaults(func=func)
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=2)
+    worker.set_defaults(func=_worker)
+    sub.add_parser("beat", help="run the scheduler (one instance)").set_defaults(func=_beat)
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a project key and print it")
+    create.add_argument("--project", required=True)
+    create.add_argument("--name")
+    create.set_defaults(func=_keys_create)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

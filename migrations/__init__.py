@@ -1,0 +1,1 @@
+"""Alembic migrations; `tuneforge migrate` runs them (shared.migrate)."""

@@ -1,0 +1,87 @@
+"""The sandbox ASGI app: `uvicorn --factory sandbox.app:create_app`.
+
+Everything under `/v1` requires some `Authorization: Bearer …` (any key works: the sandbox has
+no accounts) and every response carries `x-request-id`, which the SDK surfaces as `_request_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sandbox import chat, files, ids, jobs, models
+from sandbox.errors import ApiError, install_error_handlers, internal_error_response
+from sandbox.store import Store
+from shared.config import get_settings
+
+log = logging.getLogger(__name__)
+
+MISSING_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+    "Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+class RequestContextMiddleware:
+    """Adds `x-request-id`/`openai-*` headers, enforces the bearer header, and envelopes crashes.
+
+    A plain ASGI middleware (not BaseHTTPMiddleware) so streamed chat responses pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ids.request_id()
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                headers["openai-version"] = "2020-10-01"
+                headers["openai-organization"] = "tuneforge-sandbox"
+            await send(message)
+
+        if scope["path"].startswith("/v1") and not _has_bearer(Headers(scope=scope)):
+            response = ApiError(401, MISSING_KEY_MESSAGE).response()
+            await response(scope, receive, send_with_headers)
+            return
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("sandbox request failed")
+            if started:
+                raise
+            await internal_error_response()(scope, receive, send_with_headers)
+
+
+def _has_bearer(headers: Headers) -> bool:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def create_app(time_scale: float | None = None) -> FastAPI:
+    """Build a fresh sandbox (state lives in the app); `time_scale` defaults to the settings value."""
+    if time_scale is None:
+        time_scale = get_settings().sandbox_time_scale
+    app = FastAPI(title="Tuneforge sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = Store(time_scale)
+    install_error_handlers(app)
+    for module in (files, jobs, models, chat):
+        app.include_router(module.router, prefix="/v1")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(RequestContextMiddleware)
+    return app

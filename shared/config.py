@@ -1,0 +1,102 @@
+"""The one settings object. Nothing else in Tuneforge reads the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DEV_SECRET = "tuneforge-dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TUNEFORGE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # Embedded defaults live under one folder so a fresh checkout runs with nothing configured.
+    data_dir: Path = Path(".tuneforge")
+    database_url: str | None = None
+    broker_url: str | None = None
+    blob_dir: Path | None = None
+    celery_queue: str = "tuneforge"
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    secret_key: SecretStr = SecretStr(_DEV_SECRET)
+
+    # Comma-separated in the environment: TUNEFORGE_WEBHOOK_ALLOWED_HOSTS=127.0.0.1,localhost
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_seconds: float = 15.0
+    # Seconds before retry N (1-based); past the end the delivery is given up.
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000]
+    )
+
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = 8001
+    sandbox_time_scale: float = 1.0
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    poll_interval_seconds: float = 5.0
+    scheduler_interval_seconds: float = 1.0
+    upload_max_bytes: int = 512 * 1024 * 1024
+    dataset_error_limit: int = 100
+    default_budget_usd: float | None = None
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver Tuneforge uses (users give plain URLs)."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'tuneforge.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url[len(plain) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def sandbox_base_url(self) -> str:
+        return f"http://{self.sandbox_host}:{self.sandbox_port}/v1"
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.openai_api_key is None
+
+    @property
+    def default_provider_base_url(self) -> str:
+        if self.uses_sandbox:
+            return self.openai_base_url or self.sandbox_base_url
+        return self.openai_base_url or "https://api.openai.com/v1"
+
+    @property
+    def default_provider_api_key(self) -> str:
+        # The sandbox accepts any bearer token, but the openai SDK refuses to start without one.
+        return self.openai_api_key.get_secret_value() if self.openai_api_key else "sk-sandbox"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Datasets: the pure transform (`pipeline`, `presets`, `report`) and, beside it, the DB-facing service."""

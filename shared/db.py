@@ -1,0 +1,72 @@
+"""The one place that makes database sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import get_settings
+
+
+@lru_cache
+def get_engine() -> Engine:
+    settings = get_settings()
+    url = settings.sqlalchemy_url
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["connect_args"] = {"application_name": "tuneforge"}
+        kwargs["pool_size"] = 10
+    engine = create_engine(url, **kwargs)
+    if settings.is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while the worker writes; foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@lru_cache
+def _session_factory() -> sessionmaker[Session]:
+    return sessionmaker(get_engine(), expire_on_commit=False)
+
+
+def new_session() -> Session:
+    return _session_factory()()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One unit of work: commit or roll back, then publish the tasks enqueued in it.
+
+    Publishing after the commit means a worker never sees a task for a row that does not
+    exist yet, or for one that was rolled back."""
+    from shared import queue
+
+    with new_session() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        pending = queue.take_pending(session)
+    queue.publish_all(pending)
+
+
+def dispose_after_fork() -> None:
+    # A forked worker child must not reuse the parent's sockets.
+    get_engine().dispose(close=False)

@@ -1,0 +1,63 @@
+"""Domain errors. They carry a machine-readable code and a message that tells the user what to do,
+and nothing about HTTP: `api/errors.py` is the one place that maps them to responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code: str = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.details = details or {}
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class InvalidInput(DomainError):
+    code = "invalid_input"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class InvalidState(DomainError):
+    code = "invalid_state"
+
+
+class Unauthorized(DomainError):
+    code = "invalid_api_key"
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+
+
+class BudgetExceeded(DomainError):
+    code = "budget_exceeded"
+
+
+class UpstreamError(DomainError):
+    """The provider answered with an error we pass on (status kept for the chat proxy)."""
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int = 502, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.status = status

@@ -1,0 +1,212 @@
+"""ORM models. Table names are singular; every datetime is timezone-aware UTC and ends in `_at`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def unix(value: datetime | None) -> int | None:
+    """Seconds since the epoch, as the OpenAI API and our webhooks give times."""
+    return int(value.timestamp()) if value is not None else None
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """SQLite drops tzinfo; hand back aware datetimes on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Project(Timestamped, Base):
+    __tablename__ = "project"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Signs per-request callbacks (`webhook_url`); encrypted at rest.
+    default_webhook_secret: Mapped[str] = mapped_column(Text)
+
+
+class ApiKey(Timestamped, Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class Dataset(Timestamped, Base):
+    __tablename__ = "dataset"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20))
+    filename: Mapped[str | None] = mapped_column(String(500))
+    options: Mapped[dict[str, Any]]
+    raw_blob: Mapped[str] = mapped_column(String(300))
+    raw_bytes: Mapped[int] = mapped_column(BigInteger)
+    train_blob: Mapped[str | None] = mapped_column(String(300))
+    validation_blob: Mapped[str | None] = mapped_column(String(300))
+    report: Mapped[dict[str, Any] | None]
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (Index(None, "project_id", "id"),)
+
+
+class Tune(Timestamped, Base):
+    __tablename__ = "tune"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    base_model: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(100))
+    n_epochs: Mapped[int | None]
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    user_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    quote: Mapped[dict[str, Any] | None]
+    provider_file_id: Mapped[str | None] = mapped_column(String(200))
+    provider_validation_file_id: Mapped[str | None] = mapped_column(String(200))
+    provider_job_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(300), index=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_poll_at: Mapped[datetime | None] = mapped_column(index=True)
+    poll_failures: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (Index(None, "project_id", "id"),)
+
+
+class TuneEvent(Base):
+    """Status changes of ours and events copied from the provider (messages and metrics)."""
+
+    __tablename__ = "tune_event"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tune_id: Mapped[str] = mapped_column(ForeignKey("tune.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(20))  # "tuneforge" | "provider"
+    kind: Mapped[str] = mapped_column(String(20))  # "status" | "message" | "metrics"
+    provider_event_id: Mapped[str | None] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(20), default="info")
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None]
+    step: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("tune_id", "provider_event_id"),
+        Index(None, "tune_id", "id"),
+    )
+
+
+class WebhookEndpoint(Timestamped, Base):
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)  # encrypted
+    events: Mapped[dict[str, Any] | None]  # {"types": [...]}; null = every event
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per event and destination, written in the transaction of the change."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    event_type: Mapped[str] = mapped_column(String(60))
+    endpoint_id: Mapped[str | None] = mapped_column(
+        ForeignKey("webhook_endpoint.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # the exact bytes signed, identical on every retry
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_response_body: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "project_id", "created_at"),)
+
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Dataset",
+    "Project",
+    "Tune",
+    "TuneEvent",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "unix",
+    "utcnow",
+]

@@ -1,0 +1,60 @@
+"""Fine-tuning providers, all spoken to through the official `openai` SDK.
+
+v1 knows the default provider from settings: OpenAI (or any OpenAI-compatible base URL) when
+TUNEFORGE_OPENAI_API_KEY is set, otherwise the bundled sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from openai import OpenAI
+
+from shared.config import get_settings
+from shared.errors import InvalidInput
+
+# Connect fast, read patiently: uploads and job creation can take a while upstream.
+UPSTREAM_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    api_key: str
+
+
+def default_name() -> str:
+    return "sandbox" if get_settings().uses_sandbox else "openai"
+
+
+def resolve(name: str | None) -> Provider:
+    settings = get_settings()
+    chosen = name or default_name()
+    if chosen not in ("openai", "sandbox", "default"):
+        raise InvalidInput(
+            f"Unknown provider {chosen!r}. This deployment offers {default_name()!r}.",
+            code="unknown_provider",
+            param="provider",
+        )
+    if chosen == "openai" and settings.uses_sandbox:
+        raise InvalidInput(
+            "The openai provider needs TUNEFORGE_OPENAI_API_KEY; none is configured, so only the "
+            "sandbox is available.",
+            code="provider_not_configured",
+            param="provider",
+        )
+    if chosen == "default":
+        chosen = default_name()
+    if chosen == "sandbox":
+        return Provider(name="sandbox", base_url=settings.default_provider_base_url if settings.uses_sandbox else settings.sandbox_base_url, api_key="sk-sandbox")
+    return Provider(name="openai", base_url=settings.default_provider_base_url, api_key=settings.default_provider_api_key)
+
+
+def client(provider: Provider) -> OpenAI:
+    return OpenAI(
+        api_key=provider.api_key,
+        base_url=provider.base_url,
+        timeout=UPSTREAM_TIMEOUT,
+        max_retries=2,
+    )

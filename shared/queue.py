@@ -1,0 +1,74 @@
+"""The Celery app, the task names, and enqueue-after-commit.
+
+The API and the domain code enqueue by task *name*; only `worker/` registers the functions.
+A message is a hint that work is due; Postgres holds the truth, and the scheduler's sweep
+re-enqueues anything a lost message left behind."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from shared.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class TaskName(StrEnum):
+    PREPARE_DATASET = "tuneforge.datasets.prepare"
+    SUBMIT_TUNE = "tuneforge.tunes.submit"
+    POLL_TUNE = "tuneforge.tunes.poll"
+    CANCEL_TUNE = "tuneforge.tunes.cancel"
+    DELIVER_WEBHOOK = "tuneforge.webhooks.deliver"
+    SWEEP = "tuneforge.scheduler.sweep"
+
+
+@lru_cache
+def get_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("tuneforge", broker=settings.celery_broker_url)
+    app.conf.update(
+        task_default_queue=settings.celery_queue,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=600,
+        task_soft_time_limit=540,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep": {"task": TaskName.SWEEP.value, "schedule": settings.scheduler_interval_seconds}
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    )
+    if settings.celery_broker_url.startswith("redis"):
+        # Unacked messages come back after this long if a worker vanished mid-task.
+        app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    return app
+
+
+def enqueue(session: Session, name: TaskName, **kwargs: Any) -> None:
+    """Queue a task to be published only once `session` commits."""
+    session.info.setdefault("tuneforge_outbox", []).append((name.value, kwargs))
+
+
+def take_pending(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    pending: list[tuple[str, dict[str, Any]]] = session.info.pop("tuneforge_outbox", [])
+    return pending
+
+
+def publish_all(pending: list[tuple[str, dict[str, Any]]]) -> None:
+    app = get_celery()
+    for name, kwargs in pending:
+        try:
+            app.send_task(name, kwargs=kwargs)
+        except Exception:  # noqa: BLE001 - the sweep re-drives work whose message was lost
+            log.warning("publish failed for %s", name, exc_info=True)

@@ -1,0 +1,1 @@
+"""Tunes: one fine-tuning job at a provider, followed to its end."""

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: endpoints, the outbox, Standard Webhooks signing, delivery with retries."""

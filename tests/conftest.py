@@ -1,0 +1,114 @@
+"""Session-wide harness: a throwaway Postgres database with migrations applied, a unique Redis
+queue, and (for end-to-end tests) the real processes: sandbox, api, worker and scheduler.
+
+Tests isolate by project: each test creates its own project and key, which is exactly the
+isolation the product guarantees between tenants."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.paths import TIKTOKEN_DIR
+from tests.support.procs import Proc, free_port, wait_http
+from tests.support.receiver import Receiver, start_receiver
+
+ADMIN_URL = os.environ.get("TUNEFORGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:10]
+DB_NAME = f"tuneforge_test_{RUN_ID}"
+WORK_DIR = Path(tempfile.mkdtemp(prefix="tuneforge-test-"))
+SANDBOX_PORT = free_port()
+
+# The test process and every child it starts read the same settings.
+TEST_ENV = {
+    "TUNEFORGE_DATABASE_URL": ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME,
+    "TUNEFORGE_BROKER_URL": REDIS_URL,
+    "TUNEFORGE_CELERY_QUEUE": f"tuneforge-test-{RUN_ID}",
+    "TUNEFORGE_DATA_DIR": str(WORK_DIR / "data"),
+    "TUNEFORGE_BLOB_DIR": str(WORK_DIR / "blobs"),
+    "TUNEFORGE_SECRET_KEY": "test-secret-" + RUN_ID,
+    "TUNEFORGE_SANDBOX_PORT": str(SANDBOX_PORT),
+    "TUNEFORGE_SANDBOX_TIME_SCALE": "0.01",
+    "TUNEFORGE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "TUNEFORGE_WEBHOOK_RETRY_SCHEDULE": "[0.5, 1, 2]",
+    "TUNEFORGE_POLL_INTERVAL_SECONDS": "0.3",
+    "TUNEFORGE_SCHEDULER_INTERVAL_SECONDS": "0.5",
+    "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR),
+}
+os.environ.update(TEST_ENV)
+for name in ("TUNEFORGE_OPENAI_API_KEY", "TUNEFORGE_OPENAI_BASE_URL"):
+    os.environ.pop(name, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[str]:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    from shared.migrate import upgrade_head
+
+    upgrade_head()
+    yield TEST_ENV["TUNEFORGE_DATABASE_URL"]
+    from shared.db import get_engine
+
+    get_engine().dispose()
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
+@dataclass
+class Stack:
+    api_url: str
+    sandbox_url: str
+    procs: dict[str, Proc]
+
+    def logs(self) -> str:
+        return "\n".join(p.tail() for p in self.procs.values())
+
+
+@pytest.fixture(scope="session")
+def stack(database: str) -> Iterator[Stack]:
+    log_dir = WORK_DIR / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    api_port = free_port()
+    procs = {
+        "sandbox": Proc("sandbox", ["sandbox", "--port", str(SANDBOX_PORT)], TEST_ENV, log_dir),
+        "api": Proc("api", ["api", "--port", str(api_port)], TEST_ENV, log_dir),
+        "worker": Proc("worker", ["worker", "--concurrency", "2"], TEST_ENV, log_dir),
+        "beat": Proc("beat", ["beat"], TEST_ENV, log_dir),
+    }
+    try:
+        wait_http(f"http://127.0.0.1:{SANDBOX_PORT}/healthz", procs["sandbox"])
+        wait_http(f"http://127.0.0.1:{api_port}/healthz", procs["api"])
+        yield Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{SANDBOX_PORT}", procs)
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+@pytest.fixture
+def make_key(database: str):  # type: ignore[no-untyped-def]
+    """Create a fresh project and return its API key: one tenant per test."""
+    from shared import auth
+    from shared.db import session_scope
+
+    def make(project: str | None = None) -> str:
+        with session_scope() as session:
+            proj = auth.get_or_create_project(session, project or f"test-{uuid.uuid4().hex[:12]}")
+            return auth.create_key(session, project=proj)
+
+    return make
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec, server = start_receiver()
+    yield rec
+    server.shutdown()

@@ -1,0 +1,53 @@
+"""A real sandbox server (uvicorn on a free port, in a thread) and an official openai client for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from openai import OpenAI
+
+from tests.sandbox.harness import TIME_SCALE, Sandbox, TrainedJob, huatuo_rows, jsonl, to_example, upload, wait_for
+from tests.support.procs import free_port
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    from sandbox.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(time_scale=TIME_SCALE), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("sandbox server did not start")
+        time.sleep(0.02)
+    yield Sandbox(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def client(sandbox: Sandbox) -> OpenAI:
+    # max_retries=0: a retried request would hide exactly the errors these tests look for.
+    return OpenAI(api_key="sk-test", base_url=sandbox.base_url, max_retries=0, timeout=20)
+
+
+@pytest.fixture(scope="session")
+def trained(client: OpenAI) -> TrainedJob:
+    """One supervised job on 30 Huatuo-style rows, run to success; shared by the read-only tests."""
+    rows = huatuo_rows(30)
+    content = jsonl([to_example(r) for r in rows])
+    file_id = upload(client, content)
+    created = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=file_id, suffix="sbx", seed=42, metadata={"suite": "sandbox"}
+    )
+    assert created.status == "validating_files"
+    job = wait_for(client, created.id)
+    return TrainedJob(job, rows, content, job.seen_statuses)

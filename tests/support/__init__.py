@@ -1,0 +1,1 @@
+"""Test harness: real processes, real services, loopback only."""

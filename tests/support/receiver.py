@@ -1,0 +1,41 @@
+"""A local webhook receiver: records every request it gets."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    url: str
+    requests: list[Received] = field(default_factory=list)
+    status_code: int = 200
+
+
+def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
+    receiver = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            length = int(self.headers.get("content-length", 0))
+            body = self.rfile.read(length)
+            receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(receiver.status_code)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return receiver, server

@@ -1,0 +1,1 @@
+"""Celery tasks: thin, idempotent, ids in; each calls domain functions and commits."""

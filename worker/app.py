@@ -1,0 +1,17 @@
+"""The Celery entry point: `celery -A worker.app worker` (or `tuneforge worker`)."""
+
+from __future__ import annotations
+
+from celery.signals import worker_process_init
+
+from shared.db import dispose_after_fork
+from shared.queue import get_celery
+
+app = get_celery()
+
+import worker.tasks  # noqa: E402,F401 - registers the tasks on `app`
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    dispose_after_fork()

@@ -1,0 +1,87 @@
+"""Each task: explicit name, ids as arguments, safe to run twice, bounded retries.
+
+Transient provider errors are retried by Celery a few times; anything still undone is
+picked up again by the sweep, which reads due work from the database."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import openai
+
+from shared import queue
+from shared.datasets import service as datasets
+from shared.db import session_scope
+from shared.models import utcnow
+from shared.queue import TaskName
+from shared.tunes import service as tunes
+from shared.webhooks import service as webhooks
+
+log = logging.getLogger(__name__)
+app = queue.get_celery()
+
+TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+COMMON = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "soft_time_limit": 540,
+    "time_limit": 600,
+}
+# A lease is how long a claimed item is left alone before the sweep may hand it out again.
+LEASE = timedelta(seconds=60)
+STALE_AFTER = timedelta(seconds=120)
+
+
+@app.task(name=TaskName.PREPARE_DATASET.value, max_retries=3, **COMMON)
+def prepare_dataset(dataset_id: str) -> None:
+    with session_scope() as session:
+        if not datasets.start(session, dataset_id):
+            return
+    with session_scope() as session:
+        datasets.prepare(session, dataset_id)
+
+
+@app.task(name=TaskName.SUBMIT_TUNE.value, autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=120, max_retries=5, **COMMON)
+def submit_tune(tune_id: str) -> None:
+    # Two transactions: the uploaded file id is committed before the job is created, so a crash
+    # in between re-uses the upload instead of paying for it twice.
+    with session_scope() as session:
+        if not tunes.upload_files(session, tune_id):
+            return
+    with session_scope() as session:
+        tunes.create_job(session, tune_id)
+
+
+@app.task(name=TaskName.POLL_TUNE.value, max_retries=0, **COMMON)
+def poll_tune(tune_id: str) -> None:
+    with session_scope() as session:
+        tunes.poll(session, tune_id)
+
+
+@app.task(name=TaskName.CANCEL_TUNE.value, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, **COMMON)
+def cancel_tune(tune_id: str) -> None:
+    with session_scope() as session:
+        tunes.cancel_upstream(session, tune_id)
+
+
+@app.task(name=TaskName.DELIVER_WEBHOOK.value, max_retries=0, **COMMON)
+def deliver_webhook(delivery_id: str) -> None:
+    with session_scope() as session:
+        webhooks.deliver(session, delivery_id)
+
+
+@app.task(name=TaskName.SWEEP.value, max_retries=0, expires=30, **COMMON)
+def sweep() -> None:
+    """Re-enqueue every piece of due work the database knows about."""
+    now = utcnow()
+    with session_scope() as session:
+        for tune_id in tunes.due_polls(session, now=now, lease=LEASE):
+            queue.enqueue(session, TaskName.POLL_TUNE, tune_id=tune_id)
+        for tune_id in tunes.claim_stuck_submissions(session, now=now, older_than=now - STALE_AFTER):
+            queue.enqueue(session, TaskName.SUBMIT_TUNE, tune_id=tune_id)
+        for dataset_id in datasets.claim_stale(session, now=now, older_than=now - STALE_AFTER):
+            queue.enqueue(session, TaskName.PREPARE_DATASET, dataset_id=dataset_id)
+        for delivery_id in webhooks.due_deliveries(session, now=now, lease=LEASE):
+            queue.enqueue(session, TaskName.DELIVER_WEBHOOK, delivery_id=delivery_id)
