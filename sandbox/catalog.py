@@ -31,11 +31,21 @@ BASE_MODELS: tuple[BaseModel, ...] = (
     BaseModel("gpt-4.1-2025-04-14", 1744316542, "2027-01-14", "o200k_base", 65536, ("gpt-4.1",)),
     BaseModel("gpt-4.1-mini-2025-04-14", 1744317547, "2027-01-14", "o200k_base", 65536, ("gpt-4.1-mini",)),
     BaseModel(
-        "gpt-4.1-nano-2025-04-14", 1744321707, "2026-10-23", "o200k_base", 65536, ("gpt-4.1-nano",),
+        "gpt-4.1-nano-2025-04-14",
+        1744321707,
+        "2026-10-23",
+        "o200k_base",
+        65536,
+        ("gpt-4.1-nano",),
         frozenset({"supervised"}),
     ),
     BaseModel(
-        "gpt-3.5-turbo-0125", 1706048358, "2026-10-23", "cl100k_base", 16385, ("gpt-3.5-turbo",),
+        "gpt-3.5-turbo-0125",
+        1706048358,
+        "2026-10-23",
+        "cl100k_base",
+        16385,
+        ("gpt-3.5-turbo",),
         frozenset({"supervised"}),
     ),
 )

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import StreamingResponse
@@ -25,6 +25,8 @@ from sandbox.store import store_of
 from sandbox.validation import text_of
 
 router = APIRouter()
+
+JsonBody = Annotated[dict[str, Any], Body()]
 
 STREAM_CHUNK_CHARS = 4
 FRAGMENT_CHARS = 40
@@ -43,7 +45,7 @@ class ChatRequest:
 
 
 @router.post("/chat/completions", response_model=None)
-def create_chat_completion(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any] | StreamingResponse:
+def create_chat_completion(request: Request, body: JsonBody) -> dict[str, Any] | StreamingResponse:
     chat = parse_chat_request(body)
     store = store_of(request)
     base = resolve_base(chat.model)
@@ -61,34 +63,57 @@ def create_chat_completion(request: Request, body: dict[str, Any] = Body(...)) -
     prompt_tokens = tokens.count_messages(chat.messages, model_name)
     completion_tokens = tokens.count_text(text, model_name) * chat.n
     usage = _usage(prompt_tokens, completion_tokens)
-    head = {"id": ids.completion_id(), "created": int(time.time()), "model": model_name, "system_fingerprint": FINGERPRINT}
+    head = {
+        "id": ids.completion_id(),
+        "created": int(time.time()),
+        "model": model_name,
+        "system_fingerprint": FINGERPRINT,
+    }
     if chat.stream:
         chunks = _stream(head, text, finish_reason, chat.n, usage if chat.include_usage else None)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"})
-    choices = [
+        return StreamingResponse(
+            chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
+    choices: list[dict[str, Any]] = [
         {
-            "index": i, "finish_reason": finish_reason, "logprobs": None,
+            "index": i,
+            "finish_reason": finish_reason,
+            "logprobs": None,
             "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
         }
         for i in range(chat.n)
     ]
-    return {**head, "object": "chat.completion", "choices": choices, "usage": usage, "service_tier": "default"}
+    return {
+        **head,
+        "object": "chat.completion",
+        "choices": choices,
+        "usage": usage,
+        "service_tier": "default",
+    }
 
 
 def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise bad_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+        raise bad_request(
+            "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise bad_request("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+        raise bad_request(
+            "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
-            raise bad_request(f"Invalid value for 'messages[{i}].role'.", param=f"messages[{i}].role", code="invalid_value")
+            raise bad_request(
+                f"Invalid value for 'messages[{i}].role'.", param=f"messages[{i}].role", code="invalid_value"
+            )
     stream = bool(body.get("stream") or False)
     options = body.get("stream_options")
     if options is not None and not stream:
-        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options")
+        raise bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
     n = body.get("n") or 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
         raise bad_request("n must be an integer between 1 and 128.", param="n")
@@ -96,7 +121,9 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     if temperature is not None and (not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
         raise bad_request("temperature must be a number between 0 and 2.", param="temperature")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
         raise bad_request("max_completion_tokens must be a positive integer.", param="max_completion_tokens")
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     return ChatRequest(model, messages, stream, include_usage, n, max_tokens)
@@ -133,18 +160,24 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
     }
 
 
-def _stream(head: dict[str, Any], text: str, finish_reason: str, n: int, usage: dict[str, Any] | None) -> Iterator[str]:
+def _stream(
+    head: dict[str, Any], text: str, finish_reason: str, n: int, usage: dict[str, Any] | None
+) -> Iterator[str]:
     """SSE chunks: role first, content a few characters at a time, finish_reason, then optional usage."""
     with_usage = usage is not None
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None) -> str:
         body: dict[str, Any] = {
-            **head, "object": "chat.completion.chunk",
+            **head,
+            "object": "chat.completion.chunk",
             "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if with_usage:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
@@ -23,17 +23,24 @@ async def create_file(request: Request) -> dict[str, Any]:
     upload = form.get("file")
     purpose = form.get("purpose")
     if not isinstance(upload, UploadFile):
-        raise bad_request("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+        raise bad_request(
+            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+        )
     if not isinstance(purpose, str) or not purpose:
-        raise bad_request("Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
+        raise bad_request(
+            "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
+        )
     if purpose not in UPLOAD_PURPOSES:
         raise bad_request(
-            f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'", param="purpose", code="invalid_value"
+            f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'",
+            param="purpose",
+            code="invalid_value",
         )
     filename = upload.filename or "upload"
     if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
         raise bad_request(
-            f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{filename}').", param="file",
+            f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{filename}').",
+            param="file",
             code="invalid_file_format",
         )
     content = await upload.read()
@@ -51,10 +58,13 @@ def _expires_after(anchor: Any, seconds: Any) -> int | None:
     try:
         value = int(str(seconds))
     except ValueError:
-        raise bad_request("expires_after[seconds] must be an integer.", param="expires_after.seconds") from None
+        raise bad_request(
+            "expires_after[seconds] must be an integer.", param="expires_after.seconds"
+        ) from None
     if not MIN_EXPIRY <= value <= MAX_EXPIRY:
         raise bad_request(
-            f"expires_after[seconds] must be between {MIN_EXPIRY} and {MAX_EXPIRY}.", param="expires_after.seconds"
+            f"expires_after[seconds] must be between {MIN_EXPIRY} and {MAX_EXPIRY}.",
+            param="expires_after.seconds",
         )
     return value
 
@@ -63,7 +73,7 @@ def _expires_after(anchor: Any, seconds: Any) -> int | None:
 def list_files(
     request: Request,
     purpose: str | None = None,
-    limit: int = Query(10000, ge=1, le=10000),
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> dict[str, Any]:

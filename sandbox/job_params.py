@@ -40,8 +40,10 @@ def parse_job_request(body: dict[str, Any]) -> JobRequest:
     base = resolve_base(model_name) or base_of_ft_name(model_name)
     if base is None:
         raise ApiError(
-            400, f"Model {model_name} is not available for fine-tuning or does not exist.",
-            param="model", code="model_not_found",
+            400,
+            f"Model {model_name} is not available for fine-tuning or does not exist.",
+            param="model",
+            code="model_not_found",
         )
     model = base.id if not model_name.startswith("ft:") else model_name
     training_file = _required_str(body, "training_file")
@@ -60,22 +62,33 @@ def parse_job_request(body: dict[str, Any]) -> JobRequest:
             f"Model {base.id} does not support the '{method_type}' fine-tuning method.", param="method.type"
         )
     return JobRequest(
-        model=model, base=base, training_file=training_file, validation_file=validation_file, suffix=suffix,
-        seed=seed, metadata=parse_metadata(body.get("metadata")), integrations=body.get("integrations"),
-        method_type=method_type, hyperparameters=hyperparameters,
+        model=model,
+        base=base,
+        training_file=training_file,
+        validation_file=validation_file,
+        suffix=suffix,
+        seed=seed,
+        metadata=parse_metadata(body.get("metadata")),
+        integrations=body.get("integrations"),
+        method_type=method_type,
+        hyperparameters=hyperparameters,
     )
 
 
 def parse_metadata(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise bad_request("metadata must be an object of string keys and string values.", param="metadata")
     if len(value) > 16:
         raise bad_request("metadata may hold at most 16 key-value pairs.", param="metadata")
     for key, item in value.items():
         if len(key) > 64 or len(item) > 512:
-            raise bad_request("metadata keys are limited to 64 and values to 512 characters.", param="metadata")
+            raise bad_request(
+                "metadata keys are limited to 64 and values to 512 characters.", param="metadata"
+            )
     return dict(value)
 
 
@@ -92,7 +105,9 @@ def _parse_method(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     section = method.get(method_type) or {}
     requested = (section.get("hyperparameters") or {}) if isinstance(section, dict) else {}
     if not isinstance(requested, dict):
-        raise bad_request("method hyperparameters must be an object.", param=f"method.{method_type}.hyperparameters")
+        raise bad_request(
+            "method hyperparameters must be an object.", param=f"method.{method_type}.hyperparameters"
+        )
     # The deprecated top-level field still works; the method's own values win where both are given.
     merged = {key: AUTO for key in HP_KEYS} | {k: v for k, v in legacy.items() if v is not None}
     merged |= {k: v for k, v in requested.items() if v is not None}
@@ -151,7 +166,9 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
 def _required_str(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
-        raise bad_request(f"Missing required parameter: '{key}'.", param=key, code="missing_required_parameter")
+        raise bad_request(
+            f"Missing required parameter: '{key}'.", param=key, code="missing_required_parameter"
+        )
     return value
 
 

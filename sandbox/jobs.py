@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
@@ -17,13 +17,13 @@ _METADATA_KEY = re.compile(r"^metadata\[(.*)\]$")
 
 
 @router.post("")
-def create_job(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+def create_job(request: Request, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     return store_of(request).create_job(parse_job_request(body))
 
 
 @router.get("")
 def list_jobs(
-    request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)
+    request: Request, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> dict[str, Any]:
     return store_of(request).list_jobs(after, limit, _metadata_filter(request))
 
@@ -38,10 +38,14 @@ def _metadata_filter(request: Request) -> dict[str, str] | str | None:
             wanted[match.group(1)] = value
         elif key == "metadata":
             if value != NO_METADATA:
-                raise bad_request("metadata must be 'null' or given as metadata[key]=value.", param="metadata")
+                raise bad_request(
+                    "metadata must be 'null' or given as metadata[key]=value.", param="metadata"
+                )
             null = True
     if null and wanted:
-        raise bad_request("Use either metadata=null or metadata[key]=value filters, not both.", param="metadata")
+        raise bad_request(
+            "Use either metadata=null or metadata[key]=value filters, not both.", param="metadata"
+        )
     if null:
         return NO_METADATA
     return wanted or None
@@ -69,13 +73,13 @@ def resume_job(request: Request, job_id: str) -> dict[str, Any]:
 
 @router.get("/{job_id}/events")
 def list_events(
-    request: Request, job_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000)
+    request: Request, job_id: str, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> dict[str, Any]:
     return store_of(request).list_events(job_id, after, limit)
 
 
 @router.get("/{job_id}/checkpoints")
 def list_checkpoints(
-    request: Request, job_id: str, after: str | None = None, limit: int = Query(10, ge=1, le=100)
+    request: Request, job_id: str, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> dict[str, Any]:
     return store_of(request).list_checkpoints(job_id, after, limit)

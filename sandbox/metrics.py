@@ -66,8 +66,11 @@ def results_csv(rows: list[dict[str, Any]]) -> bytes:
     for row in rows:
         writer.writerow(
             [
-                row["step"], row["train_loss"], row["train_mean_token_accuracy"],
-                row.get("valid_loss", ""), row.get("valid_mean_token_accuracy", ""),
+                row["step"],
+                row["train_loss"],
+                row["train_mean_token_accuracy"],
+                row.get("valid_loss", ""),
+                row.get("valid_mean_token_accuracy", ""),
             ]
         )
     return buffer.getvalue().encode()

@@ -18,14 +18,19 @@ router = APIRouter(prefix="/models")
 
 def base_model_dict(name: str, model: BaseModel) -> dict[str, Any]:
     return {
-        "id": name, "object": "model", "created": model.created, "owned_by": BASE_OWNER,
+        "id": name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": BASE_OWNER,
         "shutdown_date": model.shutdown_date,
     }
 
 
 def model_not_found(name: str) -> ApiError:
     return not_found(
-        f"The model '{name}' does not exist or you do not have access to it.", param="model", code="model_not_found"
+        f"The model '{name}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
     )
 
 
@@ -51,8 +56,11 @@ def retrieve_model(request: Request, model: str) -> dict[str, Any]:
 def delete_model(request: Request, model: str) -> dict[str, Any]:
     if resolve_base(model) is not None:
         raise ApiError(
-            403, f"You have insufficient permissions to delete model '{model}'; only fine-tuned models can be deleted.",
-            param="model", code="model_not_deletable", headers={"x-should-retry": "false"},
+            403,
+            f"You have insufficient permissions to delete '{model}': only fine-tuned models can be deleted.",
+            param="model",
+            code="model_not_deletable",
+            headers={"x-should-retry": "false"},
         )
     if not store_of(request).delete_tuned(model):
         raise model_not_found(model)

@@ -8,7 +8,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def page_after(items: Sequence[T], key: Callable[[T], str], after: str | None, limit: int) -> tuple[list[T], bool]:
+def page_after(
+    items: Sequence[T], key: Callable[[T], str], after: str | None, limit: int
+) -> tuple[list[T], bool]:
     """The page following `after` (from the start when None) and whether more items follow it."""
     start = 0
     if after:

@@ -69,7 +69,11 @@ class AnswerIndex:
         if not scores:
             return None
         # Unseen grams still lengthen the query vector, so a partial match scores below 1.
-        unseen = sum((c * (math.log(1 + len(self._answers)) + 1.0)) ** 2 for g, c in counts.items() if g not in self._idf)
+        unseen = sum(
+            (c * (math.log(1 + len(self._answers)) + 1.0)) ** 2
+            for g, c in counts.items()
+            if g not in self._idf
+        )
         query_norm = math.sqrt(sum(w * w for w in weights.values()) + unseen) or 1.0
         # Ties go to the earliest example so answers are deterministic.
         doc, dot = max(scores.items(), key=lambda item: (item[1] / self._norms[item[0]], -item[0]))

@@ -74,8 +74,13 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "object": "fine_tuning.job.event", "id": self.id, "created_at": self.created_at,
-            "level": self.level, "message": self.message, "type": self.type, "data": self.data or {},
+            "object": "fine_tuning.job.event",
+            "id": self.id,
+            "created_at": self.created_at,
+            "level": self.level,
+            "message": self.message,
+            "type": self.type,
+            "data": self.data or {},
         }
 
 
@@ -90,9 +95,13 @@ class Checkpoint:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "object": "fine_tuning.job.checkpoint", "id": self.id, "created_at": self.created_at,
-            "fine_tuned_model_checkpoint": self.name, "fine_tuning_job_id": self.job_id,
-            "step_number": self.step, "metrics": self.metrics,
+            "object": "fine_tuning.job.checkpoint",
+            "id": self.id,
+            "created_at": self.created_at,
+            "fine_tuned_model_checkpoint": self.name,
+            "fine_tuning_job_id": self.job_id,
+            "step_number": self.step,
+            "metrics": self.metrics,
         }
 
 
@@ -121,8 +130,15 @@ class Job:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     metric_rows: list[dict[str, Any]] = field(default_factory=list)
 
-    def emit(self, sim: float, message: str, *, level: str = "info", type: str = "message",
-             data: dict[str, Any] | None = None) -> None:
+    def emit(
+        self,
+        sim: float,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> None:
         created = max(self.created_at, int(self.clock.wall(sim)))
         self.events.append(Event(ids.event_id(), created, level, message, type, data))
 
@@ -137,7 +153,7 @@ class Job:
         estimated = None
         if self.status == "running" and self.plan is not None:
             remaining = (self.plan.total_steps - self.steps_at_phase_start) * self.plan.step_seconds
-            estimated = int(math.ceil(self.clock.wall(self.phase_started + remaining)))
+            estimated = math.ceil(self.clock.wall(self.phase_started + remaining))
         return {
             "object": "fine_tuning.job",
             "id": self.id,
@@ -174,10 +190,13 @@ def make_plan(job: Job) -> Plan:
     if job.fault is not None:
         fail_at = min(total, max(1, int(total * job.fault.at_fraction)))
     return Plan(
-        hyperparameters=hp, steps_per_epoch=per_epoch, total_steps=total,
+        hyperparameters=hp,
+        steps_per_epoch=per_epoch,
+        total_steps=total,
         step_seconds=min(STEP_SECONDS, MAX_RUNNING_SECONDS / total),
         metric_stride=max(1, math.ceil(total / MAX_METRIC_EVENTS)),
-        trained_tokens=billable * hp["n_epochs"], fail_at_step=fail_at,
+        trained_tokens=billable * hp["n_epochs"],
+        fail_at_step=fail_at,
     )
 
 
@@ -228,14 +247,20 @@ def _advance_running(job: Job, now: float) -> bool:
 def _record_step(job: Job, plan: Plan, step: int, at: float) -> None:
     last = step == plan.total_steps
     if step % plan.metric_stride == 0 or last or step == 1:
-        data = step_metrics(job.request.seed, step, plan.total_steps, validation=job.validation is not None, final=last)
+        data = step_metrics(
+            job.request.seed, step, plan.total_steps, validation=job.validation is not None, final=last
+        )
         job.emit(at, step_message(data), type="metrics", data=data)
         job.metric_rows.append(data)
     if step % plan.steps_per_epoch == 0:
-        data = step_metrics(job.request.seed, step, plan.total_steps, validation=job.validation is not None, final=last)
+        data = step_metrics(
+            job.request.seed, step, plan.total_steps, validation=job.validation is not None, final=last
+        )
         name = f"{job.ft_name}:ckpt-step-{step}"
         created = int(job.clock.wall(at))
-        job.checkpoints.append(Checkpoint(ids.checkpoint_id(), created, job.id, step, name, checkpoint_metrics(data)))
+        job.checkpoints.append(
+            Checkpoint(ids.checkpoint_id(), created, job.id, step, name, checkpoint_metrics(data))
+        )
         # OpenAI keeps only the checkpoints of the last three epochs.
         del job.checkpoints[:-KEEP_CHECKPOINTS]
         job.emit(at, f"Checkpoint created at step {step} with Snapshot ID: {name}")

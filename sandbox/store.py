@@ -9,55 +9,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sandbox import ids, simulation
-from sandbox.catalog import ORG_ID, ORG_SLUG, BaseModel
+from sandbox.catalog import ORG_SLUG
 from sandbox.errors import ApiError, bad_request, conflict, not_found
 from sandbox.faults import job_fault
 from sandbox.job_params import JobRequest
 from sandbox.metrics import results_csv
 from sandbox.paging import page_after
+from sandbox.records import StoredFile, TunedModel
 from sandbox.similarity import AnswerIndex
 from sandbox.simulation import Job, SimClock
 from sandbox.validation import TrainingData, TrainingFileError, parse_training_file, question_and_answer
 
 NO_METADATA = "null"  # `metadata=null` in the job list query: jobs without metadata
-
-
-@dataclass
-class StoredFile:
-    id: str
-    filename: str
-    purpose: str
-    content: bytes
-    created_at: int
-    expires_at: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "object": "file", "id": self.id, "bytes": len(self.content), "created_at": self.created_at,
-            "filename": self.filename, "purpose": self.purpose, "status": "processed",
-        }
-        if self.expires_at is not None:
-            body["expires_at"] = self.expires_at
-        return body
-
-
-@dataclass
-class TunedModel:
-    id: str
-    created: int
-    job_id: str
-    base: BaseModel
-    index: AnswerIndex
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "object": "model", "created": self.created, "owned_by": ORG_ID,
-            "shutdown_date": self.base.shutdown_date,
-        }
 
 
 class Store:
@@ -72,11 +38,15 @@ class Store:
         self._checkpoints: dict[str, str] = {}  # checkpoint model name → tuned model id
 
     # ---- files -------------------------------------------------------------------------------
-    def add_file(self, filename: str, purpose: str, content: bytes, expires_after: int | None = None) -> dict[str, Any]:
+    def add_file(
+        self, filename: str, purpose: str, content: bytes, expires_after: int | None = None
+    ) -> dict[str, Any]:
         with self._lock:
             return self._add_file(filename, purpose, content, int(self._now()), expires_after).to_dict()
 
-    def _add_file(self, filename: str, purpose: str, content: bytes, created: int, expires_after: int | None) -> StoredFile:
+    def _add_file(
+        self, filename: str, purpose: str, content: bytes, created: int, expires_after: int | None
+    ) -> StoredFile:
         expires_at = created + expires_after if expires_after else None
         stored = StoredFile(ids.file_id(), filename, purpose, content, created, expires_at)
         self._files[stored.id] = stored
@@ -99,8 +69,11 @@ class Store:
             page, more = page_after(files, lambda f: f.id, after, limit)
             # The spec types first_id/last_id as strings, so an empty page carries "" rather than null.
             return {
-                "object": "list", "data": [f.to_dict() for f in page],
-                "first_id": page[0].id if page else "", "last_id": page[-1].id if page else "", "has_more": more,
+                "object": "list",
+                "data": [f.to_dict() for f in page],
+                "first_id": page[0].id if page else "",
+                "last_id": page[-1].id if page else "",
+                "has_more": more,
             }
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
@@ -113,9 +86,18 @@ class Store:
     def create_job(self, request: JobRequest) -> dict[str, Any]:
         with self._lock:
             training = self._training_source(request.training_file, "training_file")
-            validation = self._training_source(request.validation_file, "validation_file") if request.validation_file else None
+            validation = (
+                self._training_source(request.validation_file, "validation_file")
+                if request.validation_file
+                else None
+            )
             if request.model.startswith("ft:") and request.model not in self._models:
-                raise ApiError(400, f"Model {request.model} does not exist or is not available for fine-tuning.", param="model", code="model_not_found")
+                raise ApiError(
+                    400,
+                    f"Model {request.model} does not exist or is not available for fine-tuning.",
+                    param="model",
+                    code="model_not_found",
+                )
         # Parsing and token counting happen outside the lock: file content never changes.
         file_error: TrainingFileError | None = None
         train_data: TrainingData | None = None
@@ -124,7 +106,13 @@ class Store:
             model = request.base.id
             train_data = parse_training_file(training.content, model=model, method=request.method_type)
             if validation is not None:
-                valid_data = parse_training_file(validation.content, model=model, method=request.method_type, param="validation_file", min_examples=1)
+                valid_data = parse_training_file(
+                    validation.content,
+                    model=model,
+                    method=request.method_type,
+                    param="validation_file",
+                    min_examples=1,
+                )
         except TrainingFileError as exc:
             file_error = exc
         with self._lock:
@@ -132,12 +120,20 @@ class Store:
             job_id = ids.job_id()
             ft_name = f"ft:{request.base.id}:{ORG_SLUG}:{request.suffix or ''}:{ids.random_token(8)}"
             job = Job(
-                id=job_id, created_at=int(wall), request=request, ft_name=ft_name,
-                clock=SimClock(self.time_scale, wall), training=train_data, validation=valid_data,
-                file_error=file_error, fault=job_fault(request.metadata, request.suffix),
+                id=job_id,
+                created_at=int(wall),
+                request=request,
+                ft_name=ft_name,
+                clock=SimClock(self.time_scale, wall),
+                training=train_data,
+                validation=valid_data,
+                file_error=file_error,
+                fault=job_fault(request.metadata, request.suffix),
             )
             job.emit(0.0, "Created fine-tuning job")
-            files = request.training_file + (f" and validation file: {request.validation_file}" if request.validation_file else "")
+            files = request.training_file + (
+                f" and validation file: {request.validation_file}" if request.validation_file else ""
+            )
             job.emit(0.0, f"Validating training file: {files}")
             self._jobs[job_id] = job
             return job.to_dict(wall)
@@ -147,21 +143,31 @@ class Store:
         if stored is None:
             raise bad_request(f"invalid {param}: {file_id}", param=param, code="invalid_file")
         if stored.purpose != "fine-tune":
-            raise bad_request(f"File {file_id} has purpose '{stored.purpose}'; fine-tuning needs purpose 'fine-tune'.", param=param, code="invalid_file")
+            raise bad_request(
+                f"File {file_id} has purpose '{stored.purpose}'; fine-tuning needs purpose 'fine-tune'.",
+                param=param,
+                code="invalid_file",
+            )
         return stored
 
     def _job(self, job_id: str) -> Job:
         self._advance_all()
         job = self._jobs.get(job_id)
         if job is None:
-            raise not_found(f"Could not find fine-tuning job: {job_id}", param="fine_tuning_job_id", code="fine_tune_not_found")
+            raise not_found(
+                f"Could not find fine-tuning job: {job_id}",
+                param="fine_tuning_job_id",
+                code="fine_tune_not_found",
+            )
         return job
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         with self._lock:
             return self._job(job_id).to_dict(self._now())
 
-    def list_jobs(self, after: str | None, limit: int, metadata: dict[str, str] | str | None) -> dict[str, Any]:
+    def list_jobs(
+        self, after: str | None, limit: int, metadata: dict[str, str] | str | None
+    ) -> dict[str, Any]:
         with self._lock:
             self._advance_all()
             jobs = [j for j in reversed(self._jobs.values()) if _metadata_matches(j, metadata)]
@@ -204,8 +210,11 @@ class Store:
             checkpoints = list(reversed(self._job(job_id).checkpoints))
             page, more = page_after(checkpoints, lambda c: c.id, after, limit)
             return {
-                "object": "list", "data": [c.to_dict() for c in page], "has_more": more,
-                "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
+                "object": "list",
+                "data": [c.to_dict() for c in page],
+                "has_more": more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
             }
 
     def _advance_all(self) -> None:
@@ -216,7 +225,9 @@ class Store:
 
     def _on_success(self, job: Job) -> None:
         assert job.finished_at is not None and job.training is not None
-        result = self._add_file("step_metrics.csv", "fine-tune-results", results_csv(job.metric_rows), job.finished_at, None)
+        result = self._add_file(
+            "step_metrics.csv", "fine-tune-results", results_csv(job.metric_rows), job.finished_at, None
+        )
         job.result_files = [result.id]
         pairs = [qa for qa in map(question_and_answer, job.training.examples) if qa is not None]
         tuned = TunedModel(job.ft_name, job.finished_at, job.id, job.request.base, AnswerIndex(pairs))

@@ -42,7 +42,7 @@ def _value_text(value: Any) -> str:
         return value
     if isinstance(value, list):
         # Content parts: count their text; other structured values (tool_calls) as their JSON.
-        texts = [p.get("text") for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        texts = [str(p["text"]) for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
         if texts and len(texts) == len(value):
             return "".join(texts)
     if isinstance(value, (list, dict)):

@@ -44,14 +44,20 @@ class TrainingData:
 
 
 def parse_training_file(
-    raw: bytes, *, model: str, method: str = "supervised", param: str = "training_file",
+    raw: bytes,
+    *,
+    model: str,
+    method: str = "supervised",
+    param: str = "training_file",
     min_examples: int = MIN_EXAMPLES,
 ) -> TrainingData:
     """Parse and check a JSONL training (or validation) file; raise TrainingFileError on the first problem."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise TrainingFileError("invalid_training_file", "Invalid file format. The file must be UTF-8 encoded JSONL.", param) from None
+        raise TrainingFileError(
+            "invalid_training_file", "Invalid file format. The file must be UTF-8 encoded JSONL.", param
+        ) from None
     data = TrainingData()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -66,9 +72,10 @@ def parse_training_file(
         data.examples.append(example)
         data.example_tokens.append(count_messages(_all_messages(example), model))
     if data.n_examples < min_examples:
+        kind = "Validation" if param == "validation_file" else "Training"
         raise TrainingFileError(
             "invalid_n_examples",
-            f"Training file has {data.n_examples} example(s), but must have at least {min_examples} examples",
+            f"{kind} file has {data.n_examples} example(s), but must have at least {min_examples} examples",
             param,
         )
     return data
@@ -144,7 +151,11 @@ def check_preference(example: Any) -> str | None:
         if not isinstance(output, list) or len(output) != 1:
             return f"'{key}' must be a list with exactly one assistant message"
         message = output[0]
-        if not isinstance(message, dict) or message.get("role") != "assistant" or not _has_content(message.get("content")):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") != "assistant"
+            or not _has_content(message.get("content"))
+        ):
             return f"'{key}' must hold an assistant message with text content"
     return None
 
@@ -161,22 +172,33 @@ def _valid_tool_calls(calls: Any) -> bool:
     if not isinstance(calls, list) or not calls:
         return False
     return all(
-        isinstance(c, dict) and isinstance(c.get("function"), dict) and isinstance(c["function"].get("name"), str)
+        isinstance(c, dict)
+        and isinstance(c.get("function"), dict)
+        and isinstance(c["function"].get("name"), str)
         for c in calls
     )
 
 
 def _all_messages(example: dict[str, Any]) -> list[dict[str, Any]]:
     if "messages" in example:
-        return example["messages"]
-    return example["input"]["messages"] + example["preferred_output"] + example["non_preferred_output"]
+        messages: list[dict[str, Any]] = example["messages"]
+        return messages
+    parts = (example["input"]["messages"], example["preferred_output"], example["non_preferred_output"])
+    return [message for part in parts for message in part]
 
 
 def question_and_answer(example: dict[str, Any]) -> tuple[str, str] | None:
     """The (last user message, answer that follows it) pair chat retrieval keys on."""
     if "messages" in example:
         messages = example["messages"]
-        answer_at = max((i for i, m in enumerate(messages) if m.get("role") == "assistant" and isinstance(m.get("content"), str)), default=None)
+        answer_at = max(
+            (
+                i
+                for i, m in enumerate(messages)
+                if m.get("role") == "assistant" and isinstance(m.get("content"), str)
+            ),
+            default=None,
+        )
         if answer_at is None:
             return None
         answer = messages[answer_at]["content"]
@@ -195,5 +217,7 @@ def text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return ""

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
 
     poll_interval_seconds: float = 5.0
     scheduler_interval_seconds: float = 1.0
+    # How long claimed work (a poll, a delivery) is left alone before the sweep hands it out again.
+    lease_seconds: float = 60.0
     upload_max_bytes: int = 512 * 1024 * 1024
     dataset_error_limit: int = 100
     default_budget_usd: float | None = None

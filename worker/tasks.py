@@ -11,6 +11,7 @@ from datetime import timedelta
 import openai
 
 from shared import queue
+from shared.config import get_settings
 from shared.datasets import service as datasets
 from shared.db import session_scope
 from shared.models import utcnow
@@ -29,8 +30,6 @@ COMMON = {
     "soft_time_limit": 540,
     "time_limit": 600,
 }
-# A lease is how long a claimed item is left alone before the sweep may hand it out again.
-LEASE = timedelta(seconds=60)
 STALE_AFTER = timedelta(seconds=120)
 
 
@@ -76,12 +75,13 @@ def deliver_webhook(delivery_id: str) -> None:
 def sweep() -> None:
     """Re-enqueue every piece of due work the database knows about."""
     now = utcnow()
+    lease = timedelta(seconds=get_settings().lease_seconds)
     with session_scope() as session:
-        for tune_id in tunes.due_polls(session, now=now, lease=LEASE):
+        for tune_id in tunes.due_polls(session, now=now, lease=lease):
             queue.enqueue(session, TaskName.POLL_TUNE, tune_id=tune_id)
         for tune_id in tunes.claim_stuck_submissions(session, now=now, older_than=now - STALE_AFTER):
             queue.enqueue(session, TaskName.SUBMIT_TUNE, tune_id=tune_id)
         for dataset_id in datasets.claim_stale(session, now=now, older_than=now - STALE_AFTER):
             queue.enqueue(session, TaskName.PREPARE_DATASET, dataset_id=dataset_id)
-        for delivery_id in webhooks.due_deliveries(session, now=now, lease=LEASE):
+        for delivery_id in webhooks.due_deliveries(session, now=now, lease=lease):
             queue.enqueue(session, TaskName.DELIVER_WEBHOOK, delivery_id=delivery_id)

@@ -134,7 +134,8 @@ def emit(
             endpoint_id=endpoint_id,
             url=url,
             payload=payload,
-            next_attempt_at=utcnow(),
+            # The task enqueued below sends it now; the sweep steps in only if that message is lost.
+            next_attempt_at=utcnow() + timedelta(seconds=get_settings().lease_seconds),
         )
         session.add(delivery)
         queue.enqueue(session, queue.TaskName.DELIVER_WEBHOOK, delivery_id=delivery.id)
@@ -143,12 +144,12 @@ def emit(
 
 
 def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) -> None:
-    """Send one due delivery and record the outcome; a no-op if it is not due or already done."""
+    """Send one pending delivery and record the outcome; a no-op once it is delivered or given up.
+
+    Only the sweep (for due retries) and `emit` enqueue this, so it does not re-check the time."""
     now = now or utcnow()
     delivery = session.get(WebhookDelivery, delivery_id, with_for_update={"skip_locked": True})
     if delivery is None or delivery.status != "pending":
-        return
-    if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + timedelta(seconds=1):
         return
     secret = _secret_for(session, delivery)
     body = delivery.payload.encode()

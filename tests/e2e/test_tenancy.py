@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import httpx
+
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
 
@@ -40,6 +42,6 @@ def test_other_projects_objects_are_invisible(stack, make_key) -> None:  # type:
 
 def test_requests_without_a_valid_key_are_refused(stack) -> None:  # type: ignore[no-untyped-def]
     for headers in ({}, {"Authorization": "Bearer tf_not-a-key"}):
-        response = client(stack.api_url, "x").get("/v1/datasets", headers=headers) if headers else __import__("httpx").get(f"{stack.api_url}/v1/datasets")
+        response = httpx.get(f"{stack.api_url}/v1/datasets", headers=headers)
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"

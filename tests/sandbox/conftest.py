@@ -10,7 +10,16 @@ import pytest
 import uvicorn
 from openai import OpenAI
 
-from tests.sandbox.harness import TIME_SCALE, Sandbox, TrainedJob, huatuo_rows, jsonl, to_example, upload, wait_for
+from tests.sandbox.harness import (
+    TIME_SCALE,
+    Sandbox,
+    TrainedJob,
+    huatuo_rows,
+    jsonl,
+    to_example,
+    upload,
+    wait_for,
+)
 from tests.support.procs import free_port
 
 
@@ -19,7 +28,9 @@ def sandbox() -> Iterator[Sandbox]:
     from sandbox.app import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(time_scale=TIME_SCALE), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(time_scale=TIME_SCALE), host="127.0.0.1", port=port, log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -50,4 +61,6 @@ def trained(client: OpenAI) -> TrainedJob:
     )
     assert created.status == "validating_files"
     job = wait_for(client, created.id)
-    return TrainedJob(job, rows, content, job.seen_statuses)
+    # Polling may miss the 40 ms of validating/queued; the create response is the first status seen.
+    seen = [created.status] + [s for s in job.seen_statuses if s != created.status]
+    return TrainedJob(job, rows, content, seen)

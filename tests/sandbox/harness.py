@@ -73,5 +73,3 @@ class TrainedJob:
     rows: list[dict[str, str]]
     training_bytes: bytes
     seen_statuses: list[str]
-
-

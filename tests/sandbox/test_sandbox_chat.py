@@ -17,7 +17,9 @@ def ask(client: OpenAI, model: str, question: str) -> str:
     return response.choices[0].message.content or ""
 
 
-def test_tuned_model_answers_training_questions_with_training_answers(client: OpenAI, trained: TrainedJob) -> None:
+def test_tuned_model_answers_training_questions_with_training_answers(
+    client: OpenAI, trained: TrainedJob
+) -> None:
     for row in trained.rows[::6]:
         assert ask(client, trained.job.fine_tuned_model, row["questions"]) == row["answers"]
         base = ask(client, "gpt-4o-mini", row["questions"])
@@ -46,7 +48,8 @@ def test_non_stream_completion_shape_and_usage(client: OpenAI, trained: TrainedJ
     assert usage is not None and usage.prompt_tokens > 10 and usage.completion_tokens > 10
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     limited = client.chat.completions.create(
-        model=trained.job.fine_tuned_model, messages=[{"role": "user", "content": row["questions"]}],
+        model=trained.job.fine_tuned_model,
+        messages=[{"role": "user", "content": row["questions"]}],
         max_completion_tokens=5,
     )
     assert limited.choices[0].finish_reason == "length" and limited.usage.completion_tokens == 5  # type: ignore[union-attr]
@@ -58,13 +61,18 @@ def test_stream_matches_non_stream(client: OpenAI, trained: TrainedJob) -> None:
     full = client.chat.completions.create(model=model, messages=messages)  # type: ignore[arg-type]
     chunks = list(
         client.chat.completions.create(
-            model=model, messages=messages, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model=model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
     )
     content_chunks = [c for c in chunks if c.choices]
     assert content_chunks[0].choices[0].delta.role == "assistant"
     assert len(content_chunks) > 5
-    assert "".join(c.choices[0].delta.content or "" for c in content_chunks) == full.choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in content_chunks) == full.choices[0].message.content
+    )
     assert [c.choices[0].finish_reason for c in content_chunks][-1] == "stop"
     assert all(c.choices[0].finish_reason is None for c in content_chunks[:-1])
     assert all(c.usage is None for c in content_chunks)
@@ -94,7 +102,8 @@ def test_unknown_model_is_404_model_not_found(client: OpenAI, sandbox: Sandbox) 
         )
     assert err.value.code == "model_not_found" and err.value.type == "invalid_request_error"
     response = httpx.post(
-        f"{sandbox.base_url}/chat/completions", headers=AUTH,
+        f"{sandbox.base_url}/chat/completions",
+        headers=AUTH,
         json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert response.status_code == 404

@@ -80,7 +80,12 @@ def test_missing_bearer_is_401_with_envelope(sandbox: Sandbox) -> None:
         ("GET", "/models/ft:gpt-4o-mini-2024-07-18:x::nope1234", {}, 404),
         ("GET", "/no/such/route", {}, 404),
         ("GET", "/fine_tuning/jobs?limit=0", {}, 400),
-        ("POST", "/fine_tuning/jobs", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400),
+        (
+            "POST",
+            "/fine_tuning/jobs",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+        ),
         ("POST", "/fine_tuning/jobs", {"json": {"model": "gpt-4o-mini"}}, 400),
         ("POST", "/chat/completions", {"json": {"model": "gpt-4o-mini", "messages": []}}, 400),
     ],

@@ -27,7 +27,8 @@ def test_job_succeeds_with_resolved_hyperparameters(trained: TrainedJob) -> None
     job = trained.job
     assert job.status == "succeeded"
     assert trained.seen_statuses[0] == "validating_files"
-    assert [s for s in ORDER if s in trained.seen_statuses] == trained.seen_statuses
+    assert trained.seen_statuses[-1] == "succeeded"
+    assert [s for s in ORDER if s in trained.seen_statuses] == trained.seen_statuses  # never goes backwards
     assert job.model == "gpt-4o-mini-2024-07-18"
     assert FT_NAME.match(job.fine_tuned_model), job.fine_tuned_model
     assert job.error is None and job.estimated_finish is None
@@ -73,7 +74,9 @@ def test_checkpoints_keep_the_last_three_epochs(client: OpenAI, trained: Trained
     assert [c.step_number for c in page.data] == [90, 60, 30]
     assert page.has_more is False
     for ckpt in page.data:
-        assert ckpt.fine_tuned_model_checkpoint == f"{trained.job.fine_tuned_model}:ckpt-step-{ckpt.step_number}"
+        assert (
+            ckpt.fine_tuned_model_checkpoint == f"{trained.job.fine_tuned_model}:ckpt-step-{ckpt.step_number}"
+        )
         assert ckpt.fine_tuning_job_id == trained.job.id and ckpt.id.startswith("ftckpt_")
         assert ckpt.metrics.train_loss is not None
     raw = page.model_extra or {}
@@ -123,9 +126,17 @@ def test_tool_calls_and_weights_are_valid_training_data(client: OpenAI) -> None:
     tool_example = {
         "messages": [
             {"role": "user", "content": "What's the weather in Paris?"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}
-            ]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "18C and sunny"},
             {"role": "assistant", "content": "It is 18C and sunny.", "weight": 1},
         ]
@@ -168,7 +179,9 @@ def test_cancel_and_cancel_again(client: OpenAI, sandbox: Sandbox) -> None:
 
 def test_pause_freezes_and_resume_requeues(client: OpenAI) -> None:
     file_id = upload(client, jsonl([to_example(r) for r in huatuo_rows(20)]))
-    job = wait_for(client, client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id).id, ("running",))
+    job = wait_for(
+        client, client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id).id, ("running",)
+    )
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status == "paused"
     events_at_pause = len(client.fine_tuning.jobs.list_events(job.id, limit=1000).data)
@@ -194,8 +207,12 @@ def test_injected_fault_fails_the_job_while_running(client: OpenAI) -> None:
 
 def test_list_filters_by_metadata(client: OpenAI, sandbox: Sandbox) -> None:
     file_id = upload(client, jsonl([to_example(r) for r in huatuo_rows(10)]))
-    team_a = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id, metadata={"team": "a"})
-    team_b = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id, metadata={"team": "b"})
+    team_a = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=file_id, metadata={"team": "a"}
+    )
+    team_b = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=file_id, metadata={"team": "b"}
+    )
     bare = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id)
     only_a = [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "a"})]
     assert only_a == [team_a.id]
@@ -204,7 +221,8 @@ def test_list_filters_by_metadata(client: OpenAI, sandbox: Sandbox) -> None:
     no_metadata = client.fine_tuning.jobs.list(extra_query={"metadata": "null"}).data
     assert bare.id in [j.id for j in no_metadata] and all(not j.metadata for j in no_metadata)
     response = httpx.get(
-        f"{sandbox.base_url}/fine_tuning/jobs", params={"metadata[team]": "b"},
+        f"{sandbox.base_url}/fine_tuning/jobs",
+        params={"metadata[team]": "b"},
         headers={"Authorization": "Bearer sk-test"},
     )
     assert [j["id"] for j in response.json()["data"]] == [team_b.id]

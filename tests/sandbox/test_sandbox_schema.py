@@ -41,14 +41,18 @@ def _to_2020_12(node: Any) -> Any:
 @cache
 def _registry() -> Registry:
     document = _to_2020_12(json.loads(SPEC_PATH.read_text(encoding="utf-8")))
-    return Registry().with_resource(SPEC_URI, Resource.from_contents(document, default_specification=DRAFT202012))
+    return Registry().with_resource(
+        SPEC_URI, Resource.from_contents(document, default_specification=DRAFT202012)
+    )
 
 
 def assert_valid(instance: Any, schema_name: str) -> None:
     schema = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
     validator = Draft202012Validator(schema, registry=_registry())
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
-    assert not errors, f"{schema_name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+    assert not errors, f"{schema_name}: " + "; ".join(
+        f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]
+    )
 
 
 def test_schema_normalisation_keeps_validation_strict() -> None:
@@ -63,31 +67,49 @@ def test_responses_match_the_openapi_schemas(sandbox: Sandbox, trained: TrainedJ
     http = httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=20)
     job_id, ft_model = trained.job.id, trained.job.fine_tuned_model
 
-    uploaded = http.post("/files", files={"file": ("s.jsonl", jsonl([to_example(r) for r in huatuo_rows(10)]))},
-                         data={"purpose": "fine-tune"})
+    uploaded = http.post(
+        "/files",
+        files={"file": ("s.jsonl", jsonl([to_example(r) for r in huatuo_rows(10)]))},
+        data={"purpose": "fine-tune"},
+    )
     assert_valid(uploaded.json(), "OpenAIFile")
     assert_valid(http.get(f"/files/{trained.job.result_files[0]}").json(), "OpenAIFile")
     assert_valid(http.get("/files").json(), "ListFilesResponse")
     assert_valid(http.get("/files", params={"purpose": "batch"}).json(), "ListFilesResponse")
 
-    created = http.post("/fine_tuning/jobs", json={"model": "gpt-4o-mini", "training_file": uploaded.json()["id"]})
+    created = http.post(
+        "/fine_tuning/jobs", json={"model": "gpt-4o-mini", "training_file": uploaded.json()["id"]}
+    )
     assert_valid(created.json(), "FineTuningJob")  # validating_files, "auto" hyperparameters
     assert_valid(http.get(f"/fine_tuning/jobs/{job_id}").json(), "FineTuningJob")  # succeeded
     assert_valid(http.post(f"/fine_tuning/jobs/{created.json()['id']}/cancel").json(), "FineTuningJob")
-    assert_valid(http.get("/fine_tuning/jobs", params={"limit": 50}).json(), "ListPaginatedFineTuningJobsResponse")
-    assert_valid(http.get(f"/fine_tuning/jobs/{job_id}/events", params={"limit": 200}).json(),
-                 "ListFineTuningJobEventsResponse")
-    assert_valid(http.get(f"/fine_tuning/jobs/{job_id}/checkpoints").json(), "ListFineTuningJobCheckpointsResponse")
+    assert_valid(
+        http.get("/fine_tuning/jobs", params={"limit": 50}).json(), "ListPaginatedFineTuningJobsResponse"
+    )
+    assert_valid(
+        http.get(f"/fine_tuning/jobs/{job_id}/events", params={"limit": 200}).json(),
+        "ListFineTuningJobEventsResponse",
+    )
+    assert_valid(
+        http.get(f"/fine_tuning/jobs/{job_id}/checkpoints").json(), "ListFineTuningJobCheckpointsResponse"
+    )
 
     assert_valid(http.get("/models").json(), "ListModelsResponse")
     assert_valid(http.get(f"/models/{ft_model}").json(), "Model")
 
     messages = [{"role": "user", "content": trained.rows[0]["questions"]}]
-    assert_valid(http.post("/chat/completions", json={"model": ft_model, "messages": messages}).json(),
-                 "CreateChatCompletionResponse")
-    stream_body = {"model": ft_model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    assert_valid(
+        http.post("/chat/completions", json={"model": ft_model, "messages": messages}).json(),
+        "CreateChatCompletionResponse",
+    )
+    stream_body = {
+        "model": ft_model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     raw = http.post("/chat/completions", json=stream_body).text
-    chunks = [json.loads(b[len("data: "):]) for b in raw.split("\n\n") if b and b != "data: [DONE]"]
+    chunks = [json.loads(b[len("data: ") :]) for b in raw.split("\n\n") if b and b != "data: [DONE]"]
     assert len(chunks) > 3
     for chunk in chunks:
         assert_valid(chunk, "CreateChatCompletionStreamResponse")

@@ -22,14 +22,16 @@ def free_port() -> int:
 
 
 class Proc:
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path, *, inherit: bool = True
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "cli.main", *args],
             cwd=REPO,
-            env={**os.environ, **env},
+            env={**os.environ, **env} if inherit else dict(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
