@@ -14,7 +14,7 @@ from typing import Any
 from sandbox import ids, simulation
 from sandbox.catalog import ORG_SLUG
 from sandbox.errors import ApiError, bad_request, conflict, not_found
-from sandbox.faults import job_fault
+from sandbox.faults import job_fault, job_time_scale
 from sandbox.job_params import JobRequest
 from sandbox.metrics import results_csv
 from sandbox.paging import page_after
@@ -124,7 +124,7 @@ class Store:
                 created_at=int(wall),
                 request=request,
                 ft_name=ft_name,
-                clock=SimClock(self.time_scale, wall),
+                clock=SimClock(job_time_scale(request.metadata, self.time_scale), wall),
                 training=train_data,
                 validation=valid_data,
                 file_error=file_error,

@@ -163,10 +163,13 @@ def test_create_rejects_unknown_file_and_model(client: OpenAI) -> None:
 
 def test_cancel_and_cancel_again(client: OpenAI, sandbox: Sandbox) -> None:
     file_id = upload(client, jsonl([to_example(r) for r in huatuo_rows(20)]))
-    job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id)
+    # Its own slow clock keeps the job unfinished however loaded the machine is.
+    job = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=file_id, metadata={"sandbox_time_scale": "0.2"}
+    )
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
-    time.sleep(0.8)  # longer than the whole job would take: it must stay cancelled
+    time.sleep(0.8)  # long enough for a validating job to move on: it must stay cancelled
     after = client.fine_tuning.jobs.retrieve(job.id)
     assert after.status == "cancelled" and after.fine_tuned_model is None
     # Cancelling a finished job is a 400 the SDK will not retry (409 would be retried).
@@ -179,9 +182,11 @@ def test_cancel_and_cancel_again(client: OpenAI, sandbox: Sandbox) -> None:
 
 def test_pause_freezes_and_resume_requeues(client: OpenAI) -> None:
     file_id = upload(client, jsonl([to_example(r) for r in huatuo_rows(20)]))
-    job = wait_for(
-        client, client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id).id, ("running",)
+    # A slower clock for this job: running lasts seconds, so the pause lands while it runs.
+    created = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=file_id, metadata={"sandbox_time_scale": "0.05"}
     )
+    job = wait_for(client, created.id, ("running",))
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status == "paused"
     events_at_pause = len(client.fine_tuning.jobs.list_events(job.id, limit=1000).data)
