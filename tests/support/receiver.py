@@ -19,6 +19,8 @@ class Receiver:
     url: str
     requests: list[Received] = field(default_factory=list)
     status_code: int = 200
+    # Answers for the next requests, in order; `status_code` once they run out.
+    script: list[int] = field(default_factory=list)
 
 
 def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
@@ -29,7 +31,7 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
             length = int(self.headers.get("content-length", 0))
             body = self.rfile.read(length)
             receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(receiver.status_code)
+            self.send_response(receiver.script.pop(0) if receiver.script else receiver.status_code)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
