@@ -50,14 +50,18 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
     param = ".".join(loc) or None
     message = f"{param}: {first.get('msg')}" if param else str(first.get("msg", "Invalid request."))
-    return JSONResponse(error_body("invalid_request_error", "invalid_request", message, param), status_code=400)
+    return JSONResponse(
+        error_body("invalid_request_error", "invalid_request", message, param), status_code=400
+    )
 
 
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse(
-        error_body("invalid_request_error", code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        error_body("invalid_request_error", code, str(exc.detail)),
+        status_code=exc.status_code,
+        headers=exc.headers,
     )
 
 

@@ -47,7 +47,13 @@ def _sandbox(args: argparse.Namespace) -> None:
 def _worker(args: argparse.Namespace) -> None:
     from worker.app import app
 
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}", "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={args.concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     app.worker_main(argv)
 
 
@@ -90,7 +96,10 @@ def _up(args: argparse.Namespace) -> None:
     print(f"Tuneforge is up: http://{settings.api_host}:{args.port}/v1", flush=True)
     print(f"Admin API key (also in {key_file}): {key_file.read_text().strip()}", flush=True)
     if settings.uses_sandbox:
-        print(f"Provider: the bundled sandbox at {settings.sandbox_base_url} (no OpenAI key configured)", flush=True)
+        print(
+            f"Provider: the bundled sandbox at {settings.sandbox_base_url} (no OpenAI key configured)",
+            flush=True,
+        )
 
     def stop(*_: object) -> None:
         for child in children:
@@ -109,7 +118,10 @@ def _up(args: argparse.Namespace) -> None:
     while True:
         for child in children:
             if child.poll() is not None:
-                print(f"a Tuneforge process exited ({child.args[3]}, code {child.returncode}); stopping", flush=True)
+                print(
+                    f"a Tuneforge process exited ({child.args[3]}, code {child.returncode}); stopping",
+                    flush=True,
+                )
                 stop()
         time.sleep(0.5)
 

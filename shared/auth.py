@@ -66,6 +66,7 @@ def authenticate(session: Session, token: str | None) -> Principal:
         select(ApiKey).where(ApiKey.key_hash == crypto.hash_api_key(token), ApiKey.revoked_at.is_(None))
     )
     if key is None:
-        raise Unauthorized("Invalid API key. Check the key, or create a new one with 'tuneforge keys create'.")
+        raise Unauthorized(
+            "Invalid API key. Check the key, or create a new one with 'tuneforge keys create'."
+        )
     return Principal(project_id=key.project_id, key_id=key.id)
-

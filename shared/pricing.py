@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def _parse_model(name: str, raw: dict[str, Any]) -> ModelPrice:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_catalog(path: Path = PRICES_PATH) -> Catalog:
     raw = orjson.loads(path.read_bytes())
     models = {name: _parse_model(name, spec) for name, spec in raw["models"].items()}
@@ -114,8 +114,7 @@ def resolve_model(name: str) -> ModelPrice:
     if model is None:
         known = ", ".join(sorted(catalog.models))
         raise InvalidInput(
-            f"Model '{name}' is not in the price catalog (version {catalog.version}); "
-            f"known models: {known}",
+            f"Model '{name}' is not in the price catalog (version {catalog.version}); known models: {known}",
             code="unknown_model",
             param="model",
         )

@@ -47,8 +47,16 @@ def resolve(name: str | None) -> Provider:
     if chosen == "default":
         chosen = default_name()
     if chosen == "sandbox":
-        return Provider(name="sandbox", base_url=settings.default_provider_base_url if settings.uses_sandbox else settings.sandbox_base_url, api_key="sk-sandbox")
-    return Provider(name="openai", base_url=settings.default_provider_base_url, api_key=settings.default_provider_api_key)
+        return Provider(
+            name="sandbox",
+            base_url=settings.default_provider_base_url
+            if settings.uses_sandbox
+            else settings.sandbox_base_url,
+            api_key="sk-sandbox",
+        )
+    return Provider(
+        name="openai", base_url=settings.default_provider_base_url, api_key=settings.default_provider_api_key
+    )
 
 
 def client(provider: Provider) -> OpenAI:

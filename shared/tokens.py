@@ -8,9 +8,9 @@ and 3 for the reply priming.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache, lru_cache
+from typing import Any
 
 import orjson
 import tiktoken
@@ -59,7 +59,7 @@ def encoding_name_for_model(model: str) -> str:
     return DEFAULT_ENCODING
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
@@ -69,7 +69,7 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
     return get_encoding(encoding_name_for_model(model))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _length_function(encoding_name: str) -> Callable[[str], int]:
     encoding = get_encoding(encoding_name)
 
@@ -109,9 +109,7 @@ def _value_tokens(key: str, value: Any, length: Callable[[str], int]) -> int:
     return 0
 
 
-def count_example_tokens(
-    messages: Iterable[Mapping[str, Any]], encoding: tiktoken.Encoding
-) -> int:
+def count_example_tokens(messages: Iterable[Mapping[str, Any]], encoding: tiktoken.Encoding) -> int:
     """Tokens of one chat example as the cookbook counts them (see the module docstring)."""
     length = _length_function(encoding.name)
     total = REPLY_PRIMING_TOKENS
@@ -124,9 +122,7 @@ def count_example_tokens(
     return total
 
 
-def count_chat_tokens(
-    messages: Iterable[Mapping[str, Any]], encoding: tiktoken.Encoding
-) -> int:
+def count_chat_tokens(messages: Iterable[Mapping[str, Any]], encoding: tiktoken.Encoding) -> int:
     """Prompt tokens of a chat request; the same rule as a training example."""
     return count_example_tokens(messages, encoding)
 

@@ -42,7 +42,14 @@ def prepare_dataset(dataset_id: str) -> None:
         datasets.prepare(session, dataset_id)
 
 
-@app.task(name=TaskName.SUBMIT_TUNE.value, autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=120, max_retries=5, **COMMON)
+@app.task(
+    name=TaskName.SUBMIT_TUNE.value,
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=5,
+    **COMMON,
+)
 def submit_tune(tune_id: str) -> None:
     # Two transactions: the uploaded file id is committed before the job is created, so a crash
     # in between re-uses the upload instead of paying for it twice.

@@ -35,7 +35,11 @@ def _parse(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("The request body must be a JSON object.", code="invalid_request")
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidInput("'model' is required: a tune id, a fine-tuned model or a base model.", code="missing_model", param="model")
+        raise InvalidInput(
+            "'model' is required: a tune id, a fine-tuned model or a base model.",
+            code="missing_model",
+            param="model",
+        )
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         raise InvalidInput("'messages' must be a non-empty list.", code="invalid_messages", param="messages")
     return body
@@ -51,11 +55,20 @@ async def chat_completions(
     try:
         upstream = await gateway.send(route, body)
     except httpx.HTTPError as exc:
-        raise UpstreamError(f"The model provider could not be reached ({type(exc).__name__}). Retry shortly.", status=502, code="upstream_unavailable") from exc
+        raise UpstreamError(
+            f"The model provider could not be reached ({type(exc).__name__}). Retry shortly.",
+            status=502,
+            code="upstream_unavailable",
+        ) from exc
     if upstream.status_code >= 400:
         content = await upstream.aread()
         await upstream.aclose()
-        return Response(content, status_code=upstream.status_code, media_type="application/json", headers=_passthrough(upstream))
+        return Response(
+            content,
+            status_code=upstream.status_code,
+            media_type="application/json",
+            headers=_passthrough(upstream),
+        )
     if body.get("stream"):
         return StreamingResponse(
             upstream.aiter_raw(),
@@ -66,12 +79,21 @@ async def chat_completions(
         )
     content = await upstream.aread()
     await upstream.aclose()
-    return Response(content, status_code=upstream.status_code, media_type="application/json", headers=_passthrough(upstream))
+    return Response(
+        content,
+        status_code=upstream.status_code,
+        media_type="application/json",
+        headers=_passthrough(upstream),
+    )
 
 
 def _passthrough(upstream: httpx.Response) -> dict[str, str]:
     # Rate-limit and request-id headers help clients back off and report issues upstream.
-    return {k: v for k, v in upstream.headers.items() if k.startswith("x-ratelimit-") or k in ("retry-after", "x-request-id")}
+    return {
+        k: v
+        for k, v in upstream.headers.items()
+        if k.startswith("x-ratelimit-") or k in ("retry-after", "x-request-id")
+    }
 
 
 @router.get("/models")

@@ -65,14 +65,22 @@ def list_datasets(
     after: str | None = None,
 ) -> dict[str, object]:
     """The project's datasets, newest first."""
-    rows, has_more = datasets.list_datasets(session, project_id=principal.project_id, limit=limit, after=after)
-    return {"object": "list", "data": [datasets.dataset_dict(d, with_report=False) for d in rows], "has_more": has_more}
+    rows, has_more = datasets.list_datasets(
+        session, project_id=principal.project_id, limit=limit, after=after
+    )
+    return {
+        "object": "list",
+        "data": [datasets.dataset_dict(d, with_report=False) for d in rows],
+        "has_more": has_more,
+    }
 
 
 @router.get("/{dataset_id}", response_model=schemas.Dataset)
 def get_dataset(session: SessionDep, principal: PrincipalDep, dataset_id: str) -> dict[str, object]:
     """A dataset with its report: counts, line-numbered errors, token statistics, quote."""
-    return datasets.dataset_dict(datasets.get(session, project_id=principal.project_id, dataset_id=dataset_id))
+    return datasets.dataset_dict(
+        datasets.get(session, project_id=principal.project_id, dataset_id=dataset_id)
+    )
 
 
 @router.get("/{dataset_id}/content", response_class=StreamingResponse)

@@ -15,7 +15,9 @@ router = APIRouter(prefix="/v1", tags=["tunes"])
 
 
 @router.post("/quotes", response_model=schemas.Quote)
-def create_quote(session: SessionDep, principal: PrincipalDep, body: schemas.QuoteRequest) -> dict[str, object]:
+def create_quote(
+    session: SessionDep, principal: PrincipalDep, body: schemas.QuoteRequest
+) -> dict[str, object]:
     """What training on a dataset would cost, without starting anything."""
     dataset = datasets.get(session, project_id=principal.project_id, dataset_id=body.dataset_id)
     return datasets.quote(session, dataset, model=body.model, n_epochs=body.n_epochs)

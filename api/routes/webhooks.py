@@ -44,7 +44,11 @@ def create_endpoint(
 ) -> dict[str, object]:
     """Register a receiver; the signing secret is in this response only."""
     created = webhooks.create_endpoint(
-        session, project_id=principal.project_id, url=str(body.url), events=body.events, description=body.description
+        session,
+        project_id=principal.project_id,
+        url=str(body.url),
+        events=body.events,
+        description=body.description,
     )
     return {**_endpoint(created.endpoint), "secret": created.secret}
 
@@ -62,7 +66,9 @@ def delete_endpoint(session: SessionDep, principal: PrincipalDep, endpoint_id: s
     webhooks.delete_endpoint(session, project_id=principal.project_id, endpoint_id=endpoint_id)
 
 
-@router.get("/webhook-endpoints/{endpoint_id}/deliveries", response_model=schemas.Page[schemas.WebhookDelivery])
+@router.get(
+    "/webhook-endpoints/{endpoint_id}/deliveries", response_model=schemas.Page[schemas.WebhookDelivery]
+)
 def list_deliveries(session: SessionDep, principal: PrincipalDep, endpoint_id: str) -> dict[str, object]:
     """The latest deliveries to a receiver, with their last response."""
     rows = webhooks.list_deliveries(session, project_id=principal.project_id, endpoint_id=endpoint_id)

@@ -48,7 +48,9 @@ def resolve(session: Session, *, project_id: str, model: str) -> Route:
         return Route(provider=providers.resolve(None), upstream_model=base.name)
     if tune is None or tune.status != states.SUCCEEDED or not tune.fine_tuned_model:
         raise _model_not_found(model)
-    return Route(provider=providers.resolve(tune.provider), upstream_model=tune.fine_tuned_model, tune_id=tune.id)
+    return Route(
+        provider=providers.resolve(tune.provider), upstream_model=tune.fine_tuned_model, tune_id=tune.id
+    )
 
 
 def list_models(session: Session, *, project_id: str) -> list[dict[str, Any]]:

@@ -331,7 +331,8 @@ class _Run:
         if self.sample_size is not None and self.sample_size > report.valid_examples:
             warn(
                 "sample_larger_than_dataset",
-                f"sample_size {self.sample_size} exceeds the {report.valid_examples} valid example(s); all were kept",
+                f"sample_size {self.sample_size} exceeds the {report.valid_examples} valid "
+                "example(s); all were kept",
             )
         if self.fraction > 0 and not report.validation_examples and report.train_examples:
             warn("empty_validation_split", "validation_fraction > 0 but no example fell into validation")

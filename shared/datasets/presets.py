@@ -26,9 +26,7 @@ PRESETS = ("auto", "huatuo", "chat")
 # (FineTuneChatRequestInput) also has tool messages, assistant `tool_calls` (content may then be
 # null) and `weight`, so rejecting them would refuse files the provider accepts. `developer` is not
 # listed for SFT, so it stays unrecognized.
-MESSAGE_KEYS = frozenset(
-    {"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"}
-)
+MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"})
 ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
 # Top-level keys the provider understands; anything else (ids, sources, metadata) is dropped so a
 # stray field cannot make the provider reject the whole file.
@@ -74,9 +72,7 @@ def _text_field(row: Mapping[str, Any], field: str) -> str:
         raise RowRejected("missing_field", f"Row has no '{field}' field")
     text = _first_text(row[field])
     if text is None:
-        raise RowRejected(
-            "invalid_field_type", f"'{field}' must be a string or a list of strings"
-        )
+        raise RowRejected("invalid_field_type", f"'{field}' must be a string or a list of strings")
     text = text.strip()
     if not text:
         raise RowRejected("empty_content", f"'{field}' is empty after trimming whitespace")
@@ -145,9 +141,7 @@ def map_chat(row: Any, system_prompt: str | None) -> dict[str, Any]:
     for index, message in enumerate(messages):
         _check_message(index, message)
     if not any(m.get("role") == "assistant" for m in messages):
-        raise RowRejected(
-            "example_missing_assistant_message", "Example has no assistant message to train on"
-        )
+        raise RowRejected("example_missing_assistant_message", "Example has no assistant message to train on")
     example = {key: row[key] for key in CHAT_TOP_LEVEL_KEYS if key in row}
     if system_prompt and not any(m.get("role") == "system" for m in messages):
         example["messages"] = [{"role": "system", "content": system_prompt}, *messages]
@@ -180,9 +174,7 @@ def question_key(example: Mapping[str, Any]) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                content = " ".join(
-                    p["text"] for p in content if isinstance(p.get("text"), str)
-                )
+                content = " ".join(p["text"] for p in content if isinstance(p.get("text"), str))
             if isinstance(content, str):
                 return normalise_question(content)
     return ""

@@ -41,11 +41,21 @@ class DatasetOptions:
 
     def check(self) -> None:
         if self.preset not in PRESETS:
-            raise InvalidInput(f"Unknown preset {self.preset!r}; use one of {list(PRESETS)}.", code="invalid_preset", param="preset")
+            raise InvalidInput(
+                f"Unknown preset {self.preset!r}; use one of {list(PRESETS)}.",
+                code="invalid_preset",
+                param="preset",
+            )
         if self.sample_size is not None and self.sample_size < 1:
-            raise InvalidInput("sample_size must be at least 1.", code="invalid_sample_size", param="sample_size")
+            raise InvalidInput(
+                "sample_size must be at least 1.", code="invalid_sample_size", param="sample_size"
+            )
         if not 0.0 <= self.validation_fraction < 1.0:
-            raise InvalidInput("validation_fraction must be in [0, 1).", code="invalid_validation_fraction", param="validation_fraction")
+            raise InvalidInput(
+                "validation_fraction must be in [0, 1).",
+                code="invalid_validation_fraction",
+                param="validation_fraction",
+            )
         if self.n_epochs is not None:
             pricing.validate_n_epochs(self.n_epochs)
         pricing.resolve_model(self.target_model)
@@ -97,12 +107,18 @@ def create(
 def get(session: Session, *, project_id: str, dataset_id: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.project_id != project_id:
-        raise NotFound(f"No dataset {dataset_id!r} in this project.", code="dataset_not_found", param="dataset_id")
+        raise NotFound(
+            f"No dataset {dataset_id!r} in this project.", code="dataset_not_found", param="dataset_id"
+        )
     return dataset
 
 
-def list_datasets(session: Session, *, project_id: str, limit: int, after: str | None) -> tuple[list[Dataset], bool]:
-    stmt = select(Dataset).where(Dataset.project_id == project_id).order_by(Dataset.id.desc()).limit(limit + 1)
+def list_datasets(
+    session: Session, *, project_id: str, limit: int, after: str | None
+) -> tuple[list[Dataset], bool]:
+    stmt = (
+        select(Dataset).where(Dataset.project_id == project_id).order_by(Dataset.id.desc()).limit(limit + 1)
+    )
     if after:
         stmt = stmt.where(Dataset.id < after)
     rows = list(session.scalars(stmt))
@@ -114,7 +130,9 @@ def content_key(dataset: Dataset, split: str) -> str:
     if split not in ("train", "validation"):
         raise InvalidInput("split must be 'train' or 'validation'.", code="invalid_split", param="split")
     if dataset.status != READY or key is None:
-        raise NotFound(f"Dataset {dataset.id} has no {split} file (status: {dataset.status}).", code="content_not_ready")
+        raise NotFound(
+            f"Dataset {dataset.id} has no {split} file (status: {dataset.status}).", code="content_not_ready"
+        )
     return key
 
 
@@ -160,7 +178,17 @@ def prepare(session: Session, dataset_id: str) -> None:
         return
     except Exception:  # noqa: BLE001 - a bug must fail one dataset, not the worker
         log.exception("dataset %s failed unexpectedly", dataset.id)
-        _finish(session, dataset, FAILED, report=None, error=("internal_error", "Preparation failed unexpectedly; the error was logged. Retry with a new upload or contact the operator."))
+        _finish(
+            session,
+            dataset,
+            FAILED,
+            report=None,
+            error=(
+                "internal_error",
+                "Preparation failed unexpectedly; the error was logged. "
+                "Retry with a new upload or contact the operator.",
+            ),
+        )
         return
     report_dict = report.to_dict()
     problem = pipeline.dataset_problem(report)
@@ -176,13 +204,23 @@ def quote(session: Session, dataset: Dataset, *, model: str, n_epochs: int | Non
     """The training quote for `model`; reuses the report's when it was made for the same model."""
     model = pricing.resolve_model(model).name
     cached = (dataset.report or {}).get("quote") or {}
-    if cached.get("model") == model and (n_epochs is None and cached.get("n_epochs_auto") or cached.get("n_epochs") == n_epochs):
+    if cached.get("model") == model and (
+        n_epochs is None and cached.get("n_epochs_auto") or cached.get("n_epochs") == n_epochs
+    ):
         return dict(cached)
     if dataset.train_blob is None:
-        raise InvalidInput(f"Dataset {dataset.id} is {dataset.status}; it has no training file to quote.", code="dataset_not_ready", param="dataset_id")
+        raise InvalidInput(
+            f"Dataset {dataset.id} is {dataset.status}; it has no training file to quote.",
+            code="dataset_not_ready",
+            param="dataset_id",
+        )
     encoding = tokens.encoding_for_model(model)
     with blobs.open_read(dataset.train_blob) as handle:
-        counts = [tokens.count_example_tokens(orjson.loads(line)["messages"], encoding) for line in handle if line.strip()]
+        counts = [
+            tokens.count_example_tokens(orjson.loads(line)["messages"], encoding)
+            for line in handle
+            if line.strip()
+        ]
     return pricing.quote(model, example_token_counts=counts, n_epochs=n_epochs).to_dict()
 
 
@@ -210,7 +248,9 @@ def dataset_dict(dataset: Dataset, *, with_report: bool = True) -> dict[str, Any
         "filename": dataset.filename,
         "bytes": dataset.raw_bytes,
         "options": dataset.options,
-        "error": {"code": dataset.error_code, "message": dataset.error_message} if dataset.error_code else None,
+        "error": {"code": dataset.error_code, "message": dataset.error_message}
+        if dataset.error_code
+        else None,
         "created_at": unix(dataset.created_at),
         "updated_at": unix(dataset.updated_at),
     }
@@ -220,7 +260,12 @@ def dataset_dict(dataset: Dataset, *, with_report: bool = True) -> dict[str, Any
 
 
 def _finish(
-    session: Session, dataset: Dataset, status: str, *, report: dict[str, Any] | None, error: tuple[str, str] | None
+    session: Session,
+    dataset: Dataset,
+    status: str,
+    *,
+    report: dict[str, Any] | None,
+    error: tuple[str, str] | None,
 ) -> None:
     dataset.status = status
     dataset.report = report

@@ -54,7 +54,9 @@ def create(
     chosen = providers.resolve(provider)
     model = pricing.resolve_model(base_model)
     if metadata and len(metadata) > 15:
-        raise InvalidInput("metadata takes at most 15 pairs (one is reserved).", code="invalid_metadata", param="metadata")
+        raise InvalidInput(
+            "metadata takes at most 15 pairs (one is reserved).", code="invalid_metadata", param="metadata"
+        )
     webhooks.validate_callback(webhook_url, webhook_events)
     quote = datasets.quote(session, dataset, model=model.name, n_epochs=n_epochs)
     budget = max_cost_usd if max_cost_usd is not None else get_settings().default_budget_usd
@@ -93,7 +95,9 @@ def get(session: Session, *, project_id: str, tune_id: str) -> Tune:
     return tune
 
 
-def list_tunes(session: Session, *, project_id: str, limit: int, after: str | None) -> tuple[list[Tune], bool]:
+def list_tunes(
+    session: Session, *, project_id: str, limit: int, after: str | None
+) -> tuple[list[Tune], bool]:
     stmt = select(Tune).where(Tune.project_id == project_id).order_by(Tune.id.desc()).limit(limit + 1)
     if after:
         stmt = stmt.where(Tune.id < after)
@@ -150,7 +154,9 @@ def upload_files(session: Session, tune_id: str) -> bool:
         tune.provider_file_id = _upload(client, dataset.train_blob, f"{dataset.id}-train.jsonl")
     has_validation = bool((dataset.report or {}).get("validation_examples"))
     if has_validation and dataset.validation_blob and tune.provider_validation_file_id is None:
-        tune.provider_validation_file_id = _upload(client, dataset.validation_blob, f"{dataset.id}-validation.jsonl")
+        tune.provider_validation_file_id = _upload(
+            client, dataset.validation_blob, f"{dataset.id}-validation.jsonl"
+        )
     session.flush()
     return True
 
@@ -190,14 +196,21 @@ def poll(session: Session, tune_id: str, *, now: datetime | None = None) -> None
     except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
         tune.poll_failures += 1
         if tune.poll_failures >= MAX_POLL_FAILURES:
-            _fail(session, tune, "provider_unreachable", f"Gave up after {tune.poll_failures} failed polls: {exc}")
+            _fail(
+                session,
+                tune,
+                "provider_unreachable",
+                f"Gave up after {tune.poll_failures} failed polls: {exc}",
+            )
             return
         backoff = min(get_settings().poll_interval_seconds * 2**tune.poll_failures, 300)
         tune.next_poll_at = now + timedelta(seconds=backoff)
         session.flush()
         return
     except openai.NotFoundError:
-        _fail(session, tune, "provider_job_missing", f"The provider no longer knows job {tune.provider_job_id}.")
+        _fail(
+            session, tune, "provider_job_missing", f"The provider no longer knows job {tune.provider_job_id}."
+        )
         return
     tune.poll_failures = 0
     _apply_job(session, tune, job)
@@ -235,7 +248,9 @@ def due_polls(session: Session, *, now: datetime, lease: timedelta, limit: int =
     return [tune.id for tune in rows]
 
 
-def claim_stuck_submissions(session: Session, *, now: datetime, older_than: datetime, limit: int = 100) -> list[str]:
+def claim_stuck_submissions(
+    session: Session, *, now: datetime, older_than: datetime, limit: int = 100
+) -> list[str]:
     """Tunes left before job creation by a lost message or a dead worker; see due_polls."""
     stmt = (
         select(Tune)
@@ -321,7 +336,11 @@ def _transition(session: Session, tune: Tune, status: str, message: str) -> None
 def _record(
     session: Session, tune: Tune, kind: str, message: str, *, data: dict[str, Any] | None = None
 ) -> None:
-    session.add(TuneEvent(id=new_id("tev"), tune_id=tune.id, source="tuneforge", kind=kind, message=message, data=data))
+    session.add(
+        TuneEvent(
+            id=new_id("tev"), tune_id=tune.id, source="tuneforge", kind=kind, message=message, data=data
+        )
+    )
 
 
 def _copy_events(session: Session, tune: Tune, client: openai.OpenAI) -> None:

@@ -64,14 +64,18 @@ def create_endpoint(
 
 
 def list_endpoints(session: Session, *, project_id: str) -> list[WebhookEndpoint]:
-    stmt = select(WebhookEndpoint).where(WebhookEndpoint.project_id == project_id).order_by(WebhookEndpoint.id)
+    stmt = (
+        select(WebhookEndpoint).where(WebhookEndpoint.project_id == project_id).order_by(WebhookEndpoint.id)
+    )
     return list(session.scalars(stmt))
 
 
 def get_endpoint(session: Session, *, project_id: str, endpoint_id: str) -> WebhookEndpoint:
     endpoint = session.get(WebhookEndpoint, endpoint_id)
     if endpoint is None or endpoint.project_id != project_id:
-        raise NotFound(f"No webhook endpoint {endpoint_id!r} in this project.", code="webhook_endpoint_not_found")
+        raise NotFound(
+            f"No webhook endpoint {endpoint_id!r} in this project.", code="webhook_endpoint_not_found"
+        )
     return endpoint
 
 
@@ -157,7 +161,9 @@ def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) 
     try:
         ssrf.check_destination(delivery.url)
         with httpx.Client(timeout=get_settings().webhook_timeout_seconds, follow_redirects=False) as client:
-            response = client.post(delivery.url, content=body, headers=signing.headers([secret], delivery.event_id, body))
+            response = client.post(
+                delivery.url, content=body, headers=signing.headers([secret], delivery.event_id, body)
+            )
         delivery.last_status_code = response.status_code
         delivery.last_response_body = response.text[:RESPONSE_BODY_LIMIT]
         delivery.last_error = None if response.is_success else f"HTTP {response.status_code}"
@@ -195,7 +201,12 @@ def _schedule_retry(delivery: WebhookDelivery, now: datetime) -> None:
     if delivery.attempts > len(schedule):
         delivery.status = "failed"
         delivery.next_attempt_at = None
-        log.warning("webhook %s to endpoint %s given up after %d attempts", delivery.id, delivery.endpoint_id, delivery.attempts)
+        log.warning(
+            "webhook %s to endpoint %s given up after %d attempts",
+            delivery.id,
+            delivery.endpoint_id,
+            delivery.attempts,
+        )
         return
     delivery.next_attempt_at = now + timedelta(seconds=schedule[delivery.attempts - 1])
 

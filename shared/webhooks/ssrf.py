@@ -45,7 +45,9 @@ def check_destination(url: str) -> None:
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise InvalidInput(f"Cannot resolve webhook host {host!r}.", code="webhook_host_unresolvable") from exc
+        raise InvalidInput(
+            f"Cannot resolve webhook host {host!r}.", code="webhook_host_unresolvable"
+        ) from exc
     for info in infos:
         address = str(info[4][0])
         if not _is_public(address):

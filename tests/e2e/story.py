@@ -65,7 +65,9 @@ def run_first_story(api_url: str, key: str, receiver: Receiver) -> None:
     assert report["quote"]["billed_tokens"] > 0 and report["quote"]["cost_usd"] > 0
     assert report["tokens"]["min"] <= report["tokens"]["p50"] <= report["tokens"]["max"]
 
-    train_lines = http.get(f"/v1/datasets/{dataset['id']}/content", params={"split": "train"}).text.splitlines()
+    train_lines = http.get(
+        f"/v1/datasets/{dataset['id']}/content", params={"split": "train"}
+    ).text.splitlines()
     assert len(train_lines) == 100
     example = orjson.loads(train_lines[0])["messages"]
     assert [m["role"] for m in example] == ["system", "user", "assistant"]
@@ -89,7 +91,9 @@ def run_first_story(api_url: str, key: str, receiver: Receiver) -> None:
 
     def announced() -> list[dict[str, Any]] | None:
         types = [json.loads(r.body)["type"] for r in receiver.requests]
-        return receiver.requests if {"tune.running", "tune.succeeded", "dataset.ready"} <= set(types) else None
+        return (
+            receiver.requests if {"tune.running", "tune.succeeded", "dataset.ready"} <= set(types) else None
+        )
 
     wait_for(announced, 30, what="webhooks for dataset.ready, tune.running and tune.succeeded")
     verifier = Webhook(secret)

@@ -27,7 +27,9 @@ def test_first_story_on_embedded_defaults(tmp_path: Path, receiver) -> None:  # 
     up = Proc("up", ["up", "--port", str(api_port)], env, tmp_path, inherit=False)
     try:
         wait_http(f"http://127.0.0.1:{api_port}/readyz", up, timeout=90)
-        key_file = wait_for(lambda: (data_dir / "admin-key").exists() and data_dir / "admin-key", 30, what="admin key")
+        key_file = wait_for(
+            lambda: (data_dir / "admin-key").exists() and data_dir / "admin-key", 30, what="admin key"
+        )
         run_first_story(f"http://127.0.0.1:{api_port}", key_file.read_text().strip(), receiver)
         assert (data_dir / "tuneforge.db").exists() and (data_dir / "broker.db").exists()
     except Exception:

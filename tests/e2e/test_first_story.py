@@ -40,6 +40,7 @@ def test_bad_rows_are_reported_by_line(stack, make_key, tmp_path) -> None:  # ty
 def _good(tmp_path):  # type: ignore[no-untyped-def]
     path = tmp_path / "good.jsonl"
     path.write_text(
-        "".join(f'{{"questions": "问题{i}？", "answers": "回答{i}。"}}\n' for i in range(12)), encoding="utf-8"
+        "".join(f'{{"questions": "问题{i}？", "answers": "回答{i}。"}}\n' for i in range(12)),
+        encoding="utf-8",
     )
     return path

@@ -10,9 +10,13 @@ from tests.support.paths import HUATUO
 
 def test_other_projects_objects_are_invisible(stack, make_key) -> None:  # type: ignore[no-untyped-def]
     owner, stranger = client(stack.api_url, make_key()), client(stack.api_url, make_key())
-    dataset = wait_dataset(owner, upload_dataset(owner, HUATUO, preset="huatuo", sample_size="20", seed="1")["id"])
+    dataset = wait_dataset(
+        owner, upload_dataset(owner, HUATUO, preset="huatuo", sample_size="20", seed="1")["id"]
+    )
     assert dataset["status"] == "ready"
-    tune = owner.post("/v1/tunes", json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini", "n_epochs": 1})
+    tune = owner.post(
+        "/v1/tunes", json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini", "n_epochs": 1}
+    )
     assert tune.status_code == 202, tune.text
     tune_id = tune.json()["id"]
 
@@ -29,10 +33,15 @@ def test_other_projects_objects_are_invisible(stack, make_key) -> None:  # type:
     assert stranger.post(f"/v1/tunes/{tune_id}/cancel").status_code == 404
     foreign_tune = stranger.post("/v1/tunes", json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini"})
     assert foreign_tune.status_code == 404
-    assert stranger.post("/v1/quotes", json={"dataset_id": dataset["id"], "model": "gpt-4o-mini"}).status_code == 404
+    assert (
+        stranger.post("/v1/quotes", json={"dataset_id": dataset["id"], "model": "gpt-4o-mini"}).status_code
+        == 404
+    )
     assert stranger.get("/v1/datasets").json()["data"] == []
     assert stranger.get("/v1/tunes").json()["data"] == []
-    chat = stranger.post("/v1/chat/completions", json={"model": tune_id, "messages": [{"role": "user", "content": "hi"}]})
+    chat = stranger.post(
+        "/v1/chat/completions", json={"model": tune_id, "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert chat.status_code == 404 and chat.json()["error"]["code"] == "model_not_found"
 
     # The owner still sees and controls its own objects.

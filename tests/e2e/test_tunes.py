@@ -27,7 +27,11 @@ def test_cancel_a_running_tune(stack, make_key, receiver) -> None:  # type: igno
     # A slow clock for this one job keeps it running while we cancel it.
     tune = http.post(
         "/v1/tunes",
-        json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini", "metadata": {"sandbox_time_scale": "0.2"}},
+        json={
+            "dataset_id": dataset["id"],
+            "base_model": "gpt-4o-mini",
+            "metadata": {"sandbox_time_scale": "0.2"},
+        },
     ).json()
     wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["status"] == "running", 60, what="running")
     assert http.post(f"/v1/tunes/{tune['id']}/cancel").status_code == 202
@@ -45,7 +49,11 @@ def test_provider_failure_is_recorded_and_announced(stack, make_key, receiver) -
     dataset = _ready_dataset(http, 12)
     tune = http.post(
         "/v1/tunes",
-        json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini", "metadata": {"sandbox_fail": "quota_exceeded"}},
+        json={
+            "dataset_id": dataset["id"],
+            "base_model": "gpt-4o-mini",
+            "metadata": {"sandbox_fail": "quota_exceeded"},
+        },
     ).json()
     done = wait_tune(http, tune["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "quota_exceeded"
@@ -60,10 +68,16 @@ def test_quote_matches_an_independent_count(stack, make_key) -> None:  # type: i
     encoding = tiktoken.get_encoding("cl100k_base")
     # OpenAI's cookbook count: 3 per message, the tokens of every value, 3 to prime the reply.
     per_epoch = sum(
-        sum(3 + len(encoding.encode(m["role"])) + len(encoding.encode(m["content"])) for m in orjson.loads(line)["messages"]) + 3
+        sum(
+            3 + len(encoding.encode(m["role"])) + len(encoding.encode(m["content"]))
+            for m in orjson.loads(line)["messages"]
+        )
+        + 3
         for line in lines
     )
-    quote = http.post("/v1/quotes", json={"dataset_id": dataset["id"], "model": "gpt-3.5-turbo", "n_epochs": 3}).json()
+    quote = http.post(
+        "/v1/quotes", json={"dataset_id": dataset["id"], "model": "gpt-3.5-turbo", "n_epochs": 3}
+    ).json()
     assert quote["model"] == "gpt-3.5-turbo-0125"
     assert quote["billed_tokens"] == 3 * per_epoch
     assert abs(quote["cost_usd"] - 3 * per_epoch * 8.00 / 1_000_000) < 0.00005
@@ -91,7 +105,10 @@ def test_requests_that_cannot_work_get_clear_4xx(stack, make_key, tmp_path) -> N
         http.post("/v1/datasets", files={"file": ("a.jsonl", b"{}\n")}, data={"preset": "nope"}),
         http.post("/v1/datasets", data={"preset": "huatuo"}),
         http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}),
-        http.post("/v1/chat/completions", json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}),
+        http.post(
+            "/v1/chat/completions",
+            json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
+        ),
         http.get("/v1/tunes/tune_missing"),
         http.get("/v1/datasets/ds_missing/content", params={"split": "test"}),
     ]
@@ -103,7 +120,10 @@ def test_requests_that_cannot_work_get_clear_4xx(stack, make_key, tmp_path) -> N
 
     dataset = _ready_dataset(http, 12)
     unknown_model = http.post("/v1/tunes", json={"dataset_id": dataset["id"], "base_model": "gpt-9"})
-    assert unknown_model.status_code == 400 and unknown_model.json()["error"]["param"] in ("base_model", "model")
+    assert unknown_model.status_code == 400 and unknown_model.json()["error"]["param"] in (
+        "base_model",
+        "model",
+    )
 
     not_data = tmp_path / "binary.jsonl"
     not_data.write_bytes(bytes(range(256)) * 10)

@@ -14,13 +14,17 @@ from tests.support.procs import wait_for
 
 
 def _small_dataset(http, **form):  # type: ignore[no-untyped-def]
-    return wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12", seed="3", **form)["id"])
+    return wait_dataset(
+        http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12", seed="3", **form)["id"]
+    )
 
 
 def test_failed_deliveries_are_retried_with_the_same_id(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
     receiver.script = [500, 503]
-    endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url, "events": ["dataset.ready"]}).json()
+    endpoint = http.post(
+        "/v1/webhook-endpoints", json={"url": receiver.url, "events": ["dataset.ready"]}
+    ).json()
     dataset = _small_dataset(http)
     assert dataset["status"] == "ready"
 
@@ -73,7 +77,9 @@ def test_per_request_callback_uses_the_default_secret(stack, make_key, receiver)
 
 def test_unknown_event_types_and_bad_urls_are_refused(stack, make_key) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
-    bad_type = http.post("/v1/webhook-endpoints", json={"url": "https://example.com/h", "events": ["tune.exploded"]})
+    bad_type = http.post(
+        "/v1/webhook-endpoints", json={"url": "https://example.com/h", "events": ["tune.exploded"]}
+    )
     assert bad_type.status_code == 400 and bad_type.json()["error"]["code"] == "invalid_event_type"
     bad_url = http.post("/v1/webhook-endpoints", json={"url": "ftp://example.com/h"})
     assert bad_url.status_code == 400 and bad_url.json()["error"]["param"] == "url"

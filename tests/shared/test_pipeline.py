@@ -47,7 +47,12 @@ def reference_tokens(messages: list[dict], encoding: str = "o200k_base") -> int:
 
 def test_huatuo_sample_100_with_seed() -> None:
     report, train, validation, raw = run(HUATUO, sample_size=100, seed=7, system_prompt=f"  {SYSTEM} \n")
-    assert (report.preset, report.rows_read, report.valid_examples, report.examples) == ("huatuo", 2000, 2000, 100)
+    assert (report.preset, report.rows_read, report.valid_examples, report.examples) == (
+        "huatuo",
+        2000,
+        2000,
+        100,
+    )
     assert (report.train_examples, report.validation_examples, len(train), validation) == (100, 0, 100, [])
     assert report.skipped == report.errors_total == 0 and report.ok and report.error is None
     source = [json.loads(line) for line in HUATUO.read_text(encoding="utf-8").splitlines()]
@@ -74,7 +79,10 @@ def test_huatuo_sample_100_with_seed() -> None:
     assert report.tokens["mean"] == round(sum(expected) / 100, 2)
     quote = report.quote
     assert (quote["model"], quote["n_epochs"], quote["billed_tokens"]) == (
-        "gpt-4o-mini-2024-07-18", 3, 3 * sum(expected))
+        "gpt-4o-mini-2024-07-18",
+        3,
+        3 * sum(expected),
+    )
     assert quote["cost_usd"] == round(3 * sum(expected) * 3.0 / 1e6, 4)
     assert not any(w["code"] == "missing_system_message" for w in report.warnings)
 
@@ -113,7 +121,10 @@ def test_chat_preset_passthrough() -> None:
     report, train, _, _ = run(CHAT, preset="chat", target_model="gpt-3.5-turbo")
     assert (report.preset, report.examples, report.train_examples, report.skipped) == ("chat", 500, 500, 0)
     assert train == source
-    assert {"code": "missing_system_message", "message": "500 example(s) have no system message"} in report.warnings
+    assert {
+        "code": "missing_system_message",
+        "message": "500 example(s) have no system message",
+    } in report.warnings
     assert report.quote["model"] == "gpt-3.5-turbo-0125"
     expected = sum(reference_tokens(r["messages"], "cl100k_base") for r in source)
     assert report.tokens["total"] == expected
@@ -121,8 +132,14 @@ def test_chat_preset_passthrough() -> None:
 
 
 def test_chat_system_prompt_only_where_missing() -> None:
-    with_system = {"messages": [{"role": "system", "content": "own"}, {"role": "user", "content": "q"},
-                                {"role": "assistant", "content": "a"}], "id": 7}
+    with_system = {
+        "messages": [
+            {"role": "system", "content": "own"},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"},
+        ],
+        "id": 7,
+    }
     without = {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]}
     report, train, _, _ = run(jsonl(with_system, without), system_prompt="S")
     assert train[0] == {"messages": with_system["messages"]}  # unknown top-level "id" dropped
@@ -135,7 +152,10 @@ def test_auto_detection_uses_first_valid_row() -> None:
     report, train, _, _ = run(data)
     assert report.preset == "huatuo"
     assert [(e["line"], e["code"]) for e in report.errors] == [
-        (1, "not_an_object"), (2, "missing_field"), (4, "missing_field")]
+        (1, "not_an_object"),
+        (2, "missing_field"),
+        (4, "missing_field"),
+    ]
     assert len(train) == 1
     assert run(CHAT)[0].preset == "chat"
 
@@ -154,18 +174,36 @@ def test_cookbook_checks_one_row_per_code() -> None:
         {"messages": [{"role": "developer", "content": "d"}, ok_user, ok_assistant]},
         {"messages": [ok_user, {"role": "assistant", "content": "a", "weight": 2}]},
         # Accepted on purpose: OpenAI's current format (tool role, tool_calls, weight, name).
-        {"messages": [{"role": "system", "content": "s", "name": "sys"}, ok_user,
-                      {"role": "assistant", "content": None, "tool_calls": [
-                          {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-                      {"role": "tool", "tool_call_id": "c1", "content": "42"},
-                      {"role": "assistant", "content": "a", "weight": 1}], "tools": []},
+        {
+            "messages": [
+                {"role": "system", "content": "s", "name": "sys"},
+                ok_user,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "42"},
+                {"role": "assistant", "content": "a", "weight": 1},
+            ],
+            "tools": [],
+        },
         {"messages": [ok_user, {"role": "assistant", "content": "a", "weight": 0}, ok_assistant]},
     ]
     report, train, _, _ = run(jsonl(*rows), preset="chat")
     assert [(e["line"], e["code"]) for e in report.errors] == [
-        (1, "data_type"), (2, "missing_messages_list"), (3, "message_missing_key"),
-        (4, "message_unrecognized_key"), (5, "unrecognized_role"), (6, "missing_content"),
-        (7, "example_missing_assistant_message"), (8, "unrecognized_role"), (9, "invalid_weight")]
+        (1, "data_type"),
+        (2, "missing_messages_list"),
+        (3, "message_missing_key"),
+        (4, "message_unrecognized_key"),
+        (5, "unrecognized_role"),
+        (6, "missing_content"),
+        (7, "example_missing_assistant_message"),
+        (8, "unrecognized_role"),
+        (9, "invalid_weight"),
+    ]
     assert train == [rows[9], rows[10]]
     assert report.skipped == 9
 
@@ -183,7 +221,11 @@ def test_huatuo_list_fields_and_cleaning() -> None:
     assert [m["content"] for m in train[0]["messages"]] == ["首个问法", "答案"]
     assert train[1]["messages"][0]["content"] == "非空问题"
     assert [(e["line"], e["code"]) for e in report.errors] == [
-        (3, "empty_content"), (4, "empty_content"), (5, "invalid_field_type"), (6, "missing_field")]
+        (3, "empty_content"),
+        (4, "empty_content"),
+        (5, "invalid_field_type"),
+        (6, "missing_field"),
+    ]
 
 
 def test_too_many_tokens_is_dropped_with_and_without_sampling() -> None:
@@ -198,12 +240,17 @@ def test_too_many_tokens_is_dropped_with_and_without_sampling() -> None:
 
 def test_split_keeps_duplicate_questions_together() -> None:
     variants = ["Question {i}?", "question {i}？", "  QUESTION   {i} ", "Question {i}!"]
-    rows = [{"questions": v.format(i=i), "answers": f"a{i}-{k}"}
-            for i in range(40) for k, v in enumerate(variants)]
+    rows = [
+        {"questions": v.format(i=i), "answers": f"a{i}-{k}"}
+        for i in range(40)
+        for k, v in enumerate(variants)
+    ]
     report, train, validation, _ = run(jsonl(*rows), validation_fraction=0.3, seed=11)
     assert report.train_examples + report.validation_examples == 160
+
     def group(row: dict) -> str:
         return row["messages"][1]["content"].split("-")[0]
+
     train_groups = {group(r) for r in train}
     validation_groups = {group(r) for r in validation}
     assert train_groups and validation_groups and not train_groups & validation_groups
@@ -251,7 +298,7 @@ def test_invalid_utf8_line() -> None:
         (b"\n\n  \n", "empty_file"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00", "not_jsonl"),
         (b"hello\nworld\n", "not_jsonl"),
-        (b"1\n2\n\"three\"\n", "not_jsonl"),
+        (b'1\n2\n"three"\n', "not_jsonl"),
         (jsonl({"instruction": "i", "input": "", "output": "o"}), "preset_not_detected"),
     ],
 )

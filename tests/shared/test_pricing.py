@@ -30,8 +30,20 @@ def test_walkthrough_figure_is_exact() -> None:
 
 @pytest.mark.parametrize(
     ("n", "epochs"),
-    [(1, 25), (4, 25), (5, 20), (10, 10), (11, 9), (20, 5), (33, 3), (8333, 3), (8334, 2),
-     (12500, 2), (12501, 1), (1_000_000, 1)],
+    [
+        (1, 25),
+        (4, 25),
+        (5, 20),
+        (10, 10),
+        (11, 9),
+        (20, 5),
+        (33, 3),
+        (8333, 3),
+        (8334, 2),
+        (12500, 2),
+        (12501, 1),
+        (1_000_000, 1),
+    ],
 )
 def test_default_epochs_table(n: int, epochs: int) -> None:
     assert pricing.default_epochs(n) == epochs

@@ -83,7 +83,9 @@ def test_counts_match_tiktoken_on_sample_data(encoding_name: str) -> None:
 
 def test_weight_skipped_and_tool_calls_json_encoded() -> None:
     enc = tiktoken.get_encoding("o200k_base")
-    call = [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"头痛\"}"}}]
+    call = [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "头痛"}'}}
+    ]
     messages = [
         {"role": "user", "content": "头痛怎么办"},
         {"role": "assistant", "content": None, "tool_calls": call},

@@ -30,7 +30,9 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("content-length", 0))
             body = self.rfile.read(length)
-            receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            receiver.requests.append(
+                Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
             self.send_response(receiver.script.pop(0) if receiver.script else receiver.status_code)
             self.end_headers()
 
