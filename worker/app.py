@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
+from shared import logs
 from shared.db import dispose_after_fork
 from shared.queue import get_celery
 
+logs.configure()
 app = get_celery()
 
 import worker.tasks  # noqa: E402,F401 - registers the tasks on `app`

@@ -46,7 +46,8 @@ def wait_tune(http: httpx.Client, tune_id: str, timeout: float = 120) -> dict[st
     return wait_for(done, timeout, what=f"tune {tune_id} to finish")
 
 
-def run_first_story(api_url: str, key: str, receiver: Receiver) -> None:
+def run_first_story(api_url: str, key: str, receiver: Receiver) -> str:
+    """Runs the story; returns the webhook secret it was given."""
     http = client(api_url, key)
     created = http.post("/v1/webhook-endpoints", json={"url": receiver.url})
     assert created.status_code == 201, created.text
@@ -125,3 +126,4 @@ def run_first_story(api_url: str, key: str, receiver: Receiver) -> None:
     assert base.choices[0].message.content and base.choices[0].message.content != answer
     listed = [m.id for m in sdk.models.list()]
     assert model in listed
+    return secret

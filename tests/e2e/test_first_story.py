@@ -6,11 +6,16 @@ from tests.e2e.story import client, run_first_story, upload_dataset, wait_datase
 
 
 def test_first_story(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
+    key = make_key()
     try:
-        run_first_story(stack.api_url, make_key(), receiver)
+        secret = run_first_story(stack.api_url, key, receiver)
     except Exception:
         print(stack.logs())
         raise
+    # Nothing secret reaches the logs of any process.
+    logs = "\n".join(p.log_path.read_text(errors="replace") for p in stack.procs.values())
+    for value in (key, secret, secret.removeprefix("whsec_")):
+        assert value not in logs
 
 
 def test_bad_rows_are_reported_by_line(stack, make_key, tmp_path) -> None:  # type: ignore[no-untyped-def]
