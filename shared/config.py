@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +14,14 @@ _DEV_SECRET = "tuneforge-dev-secret-change-me"
 
 
 class Settings(BaseSettings):
+    # An empty variable means "not set" (compose files pass `KEY=` through); TUNEFORGE_ENV_FILE
+    # picks the dotenv file, so a test run can ignore a developer's `.env`.
     model_config = SettingsConfigDict(
-        env_prefix="TUNEFORGE_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="TUNEFORGE_",
+        env_file=os.environ.get("TUNEFORGE_ENV_FILE", ".env"),
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
     )
 
     # Embedded defaults live under one folder so a fresh checkout runs with nothing configured.

@@ -42,6 +42,8 @@ TEST_ENV = {
     "TUNEFORGE_POLL_INTERVAL_SECONDS": "0.3",
     "TUNEFORGE_SCHEDULER_INTERVAL_SECONDS": "0.5",
     "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR),
+    # A developer's .env (say, with a real OpenAI key) must never reach the test run.
+    "TUNEFORGE_ENV_FILE": str(WORK_DIR / "absent.env"),
 }
 os.environ.update(TEST_ENV)
 for name in ("TUNEFORGE_OPENAI_API_KEY", "TUNEFORGE_OPENAI_BASE_URL"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api import schemas
 from api.deps import PrincipalDep, SessionDep
@@ -24,6 +24,7 @@ def _events(raw: list[str] | None) -> list[str] | None:
 def create_dataset(
     session: SessionDep,
     principal: PrincipalDep,
+    response: Response,
     file: Annotated[UploadFile, File(description="JSONL: one example per line")],
     preset: Annotated[str, Form()] = "auto",
     system_prompt: Annotated[str | None, Form()] = None,
@@ -54,6 +55,7 @@ def create_dataset(
         webhook_url=webhook_url or None,
         webhook_events=_events(webhook_events),
     )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return datasets.dataset_dict(dataset)
 
 

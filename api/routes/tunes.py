@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api import schemas
 from api.deps import PrincipalDep, SessionDep
@@ -24,7 +24,9 @@ def create_quote(
 
 
 @router.post("/tunes", status_code=202, response_model=schemas.Tune)
-def create_tune(session: SessionDep, principal: PrincipalDep, body: schemas.TuneRequest) -> dict[str, object]:
+def create_tune(
+    session: SessionDep, principal: PrincipalDep, body: schemas.TuneRequest, response: Response
+) -> dict[str, object]:
     """Start a fine-tuning job from a ready dataset; follow it by polling or webhooks."""
     tune = tunes.create(
         session,
@@ -39,6 +41,7 @@ def create_tune(session: SessionDep, principal: PrincipalDep, body: schemas.Tune
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
         webhook_events=body.webhook_events,
     )
+    response.headers["Location"] = f"/v1/tunes/{tune.id}"
     return tune_dict(tune)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared import blobs, pricing, queue, tokens
 from shared.config import get_settings
 from shared.datasets import pipeline
-from shared.errors import DomainError, InvalidInput, NotFound, PayloadTooLarge
+from shared.errors import DomainError, InvalidInput, InvalidState, NotFound, PayloadTooLarge
 from shared.ids import new_id
 from shared.models import Dataset, unix
 from shared.webhooks import service as webhooks
@@ -209,7 +209,7 @@ def quote(session: Session, dataset: Dataset, *, model: str, n_epochs: int | Non
     ):
         return dict(cached)
     if dataset.train_blob is None:
-        raise InvalidInput(
+        raise InvalidState(
             f"Dataset {dataset.id} is {dataset.status}; it has no training file to quote.",
             code="dataset_not_ready",
             param="dataset_id",

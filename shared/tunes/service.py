@@ -59,7 +59,8 @@ def create(
         )
     webhooks.validate_callback(webhook_url, webhook_events)
     quote = datasets.quote(session, dataset, model=model.name, n_epochs=n_epochs)
-    budget = max_cost_usd if max_cost_usd is not None else get_settings().default_budget_usd
+    limits = [v for v in (max_cost_usd, get_settings().default_budget_usd) if v is not None]
+    budget = min(limits) if limits else None
     if budget is not None and quote["cost_usd"] > budget:
         raise BudgetExceeded(
             f"This tune is quoted at ${quote['cost_usd']:.2f}, above the limit of ${budget:.2f}. "
@@ -107,7 +108,9 @@ def list_tunes(
 
 def list_events(session: Session, *, project_id: str, tune_id: str) -> list[TuneEvent]:
     get(session, project_id=project_id, tune_id=tune_id)
-    stmt = select(TuneEvent).where(TuneEvent.tune_id == tune_id).order_by(TuneEvent.created_at, TuneEvent.id)
+    # Ids are monotonic per process, so id order is the order in which events were recorded;
+    # provider timestamps have whole-second precision and would tie.
+    stmt = select(TuneEvent).where(TuneEvent.tune_id == tune_id).order_by(TuneEvent.id)
     return list(session.scalars(stmt))
 
 
@@ -165,22 +168,30 @@ def create_job(session: Session, tune_id: str) -> None:
     tune = _lock(session, tune_id)
     if tune is None or tune.status != states.UPLOADING or tune.provider_job_id is not None:
         return
-    hyperparameters: dict[str, Any] = {"n_epochs": tune.n_epochs or "auto"}
-    try:
-        job = _client(tune).fine_tuning.jobs.create(
-            model=tune.base_model,
-            training_file=tune.provider_file_id or "",
-            validation_file=tune.provider_validation_file_id,
-            suffix=tune.suffix,
-            metadata={**(tune.user_metadata or {}), METADATA_KEY: tune.id},
-            method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
-        )
-    except openai.BadRequestError as exc:
-        _fail(session, tune, "provider_rejected", f"The provider refused the job: {_error_message(exc)}")
-        return
+    client = _client(tune)
+    # A create whose response was lost may still have made the job: look for our id first.
+    job = _find_job(client, tune.id)
+    message = f"Found provider job {job.id} created by an earlier attempt." if job else ""
+    if job is None:
+        hyperparameters: dict[str, Any] = {"n_epochs": tune.n_epochs or "auto"}
+        try:
+            # No SDK retries here: a blind retry of a create can double-bill; the task retries
+            # instead, and then finds the job above if the first attempt did create it.
+            job = client.with_options(max_retries=0).fine_tuning.jobs.create(
+                model=tune.base_model,
+                training_file=tune.provider_file_id or "",
+                validation_file=tune.provider_validation_file_id,
+                suffix=tune.suffix,
+                metadata={**(tune.user_metadata or {}), METADATA_KEY: tune.id},
+                method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+            )
+        except openai.BadRequestError as exc:
+            _fail(session, tune, "provider_rejected", f"The provider refused the job: {_error_message(exc)}")
+            return
+        message = f"Submitted as provider job {job.id}."
     tune.provider_job_id = job.id
     tune.next_poll_at = utcnow()
-    _transition(session, tune, states.SUBMITTED, f"Submitted as provider job {job.id}.")
+    _transition(session, tune, states.SUBMITTED, message)
     _apply_job(session, tune, job)
 
 
@@ -270,6 +281,11 @@ def claim_stuck_submissions(
 
 def _client(tune: Tune) -> openai.OpenAI:
     return providers.client(providers.resolve(tune.provider))
+
+
+def _find_job(client: openai.OpenAI, tune_id: str) -> Any | None:
+    page = client.fine_tuning.jobs.list(metadata={METADATA_KEY: tune_id}, limit=10)
+    return next((job for job in page.data if (job.metadata or {}).get(METADATA_KEY) == tune_id), None)
 
 
 def _upload(client: openai.OpenAI, blob_key: str | None, filename: str) -> str:

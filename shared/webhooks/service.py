@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -155,9 +156,18 @@ def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) 
     delivery = session.get(WebhookDelivery, delivery_id, with_for_update={"skip_locked": True})
     if delivery is None or delivery.status != "pending":
         return
-    secret = _secret_for(session, delivery)
     body = delivery.payload.encode()
     delivery.attempts += 1
+    try:
+        secret = _secret_for(session, delivery)
+    except InvalidToken:
+        # Retrying cannot help: the secret was encrypted under another TUNEFORGE_SECRET_KEY.
+        delivery.status = "failed"
+        delivery.next_attempt_at = None
+        delivery.last_error = "The signing secret cannot be decrypted; was TUNEFORGE_SECRET_KEY changed?"
+        log.error("webhook %s: %s", delivery.id, delivery.last_error)
+        session.flush()
+        return
     try:
         ssrf.check_destination(delivery.url)
         with httpx.Client(timeout=get_settings().webhook_timeout_seconds, follow_redirects=False) as client:

@@ -27,6 +27,7 @@ def upload_dataset(http: httpx.Client, path: Path, **form: Any) -> dict[str, Any
     with path.open("rb") as handle:
         response = http.post("/v1/datasets", files={"file": (path.name, handle)}, data=form)
     assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/v1/datasets/{response.json()['id']}"
     return response.json()
 
 
@@ -80,6 +81,7 @@ def run_first_story(api_url: str, key: str, receiver: Receiver) -> str:
         json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini", "n_epochs": 2, "suffix": "medqa"},
     )
     assert tune.status_code == 202, tune.text
+    assert tune.headers["location"] == f"/v1/tunes/{tune.json()['id']}"
     tune = wait_tune(http, tune.json()["id"])
     assert tune["status"] == "succeeded", tune
     model = tune["fine_tuned_model"]

@@ -17,6 +17,7 @@ def test_first_story_on_embedded_defaults(tmp_path: Path, receiver) -> None:  # 
     api_port = free_port()
     env.update(
         TUNEFORGE_DATA_DIR=str(data_dir),
+        TUNEFORGE_ENV_FILE=str(tmp_path / "absent.env"),
         TUNEFORGE_SANDBOX_PORT=str(free_port()),
         # Test speed and a loopback receiver are the only differences from a user's first run.
         TUNEFORGE_SANDBOX_TIME_SCALE="0.01",

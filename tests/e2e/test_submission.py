@@ -1,0 +1,52 @@
+"""Submission is idempotent at the provider: a job made by an attempt whose response was lost is
+found by the tune id in its metadata and adopted, never created twice."""
+
+from __future__ import annotations
+
+import io
+
+from openai import OpenAI
+
+from shared.db import session_scope
+from shared.ids import new_id
+from shared.models import Dataset, Tune
+from shared.tunes import service as tunes
+from tests.e2e.story import client, upload_dataset, wait_dataset
+from tests.support.paths import HUATUO
+
+
+def test_a_job_created_earlier_is_adopted_not_duplicated(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
+    training = http.get(f"/v1/datasets/{dataset['id']}/content").content
+    sandbox = OpenAI(base_url=f"{stack.sandbox_url}/v1", api_key="sk-test", max_retries=0)
+    file_id = sandbox.files.create(file=("train.jsonl", io.BytesIO(training)), purpose="fine-tune").id
+
+    # The state a worker leaves behind when the create call went through but its answer was lost:
+    # the upload recorded, no job id. The row is written directly so no worker races this test.
+    tune_id = new_id("tune")
+    with session_scope() as session:
+        owner = session.get(Dataset, dataset["id"])
+        assert owner is not None
+        session.add(
+            Tune(
+                id=tune_id,
+                project_id=owner.project_id,
+                dataset_id=owner.id,
+                status="uploading",
+                base_model="gpt-4o-mini-2024-07-18",
+                provider="sandbox",
+                provider_file_id=file_id,
+            )
+        )
+    earlier = sandbox.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=file_id, metadata={tunes.METADATA_KEY: tune_id}
+    )
+
+    with session_scope() as session:
+        tunes.create_job(session, tune_id)
+    with session_scope() as session:
+        tune = session.get(Tune, tune_id)
+        assert tune is not None and tune.provider_job_id == earlier.id
+    matching = sandbox.fine_tuning.jobs.list(metadata={tunes.METADATA_KEY: tune_id}).data
+    assert [job.id for job in matching] == [earlier.id]
