@@ -4,6 +4,14 @@ tiktoken needs its BPE files; offline they are read from the folder named by `TI
 The count is the cookbook's estimate ("not exact!"), which is also what the quote is built on:
 3 tokens per message, the tokens of every string value (the role included), 1 more per `name`,
 and 3 for the reply priming.
+
+DPO examples (`{"input": {"messages"}, "preferred_output", "non_preferred_output"}`) are counted as
+one conversation: the input messages followed by both outputs, each message the chat way, with the
+reply priming once. OpenAI bills DPO per training token but publishes no counting rule; the prompt
+is shared by the pair, so it is counted once, and each output costs what an assistant message costs
+in a chat example, which keeps DPO and chat quotes comparable. (If the provider runs the prompt
+once per output, the real figure is higher by the input's tokens; the quote is an estimate, like
+the cookbook's.)
 """
 
 from __future__ import annotations
@@ -145,3 +153,36 @@ def example_token_upper_bound(messages: Iterable[Mapping[str, Any]]) -> int:
             if key == "name":
                 total += TOKENS_PER_NAME
     return total
+
+
+def _dpo_messages(example: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [*example["input"]["messages"], *example["preferred_output"], *example["non_preferred_output"]]
+
+
+def _counted_messages(example: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    if "messages" in example:
+        return example["messages"]
+    if "input" in example:
+        return _dpo_messages(example)
+    raise ValueError("not a training example: expected 'messages' (chat) or 'input' (DPO)")
+
+
+def count_training_example(example: Mapping[str, Any], encoding: tiktoken.Encoding) -> int:
+    """Tokens of one training line, chat or DPO (see the module docstring for the DPO rule)."""
+    return count_example_tokens(_counted_messages(example), encoding)
+
+
+def training_example_token_upper_bound(example: Mapping[str, Any]) -> int:
+    """`example_token_upper_bound` for a whole training line, chat or DPO."""
+    return example_token_upper_bound(_counted_messages(example))
+
+
+def example_messages_for_stats(example: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The conversation a training line teaches, for role statistics (system/user present?).
+
+    Chat: its messages. DPO: the input messages followed by the preferred output; the
+    non-preferred output is what the model is taught to avoid, so it is not part of it.
+    """
+    if "messages" in example:
+        return example["messages"]
+    return [*example["input"]["messages"], *example["preferred_output"]]

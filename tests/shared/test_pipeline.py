@@ -299,7 +299,8 @@ def test_invalid_utf8_line() -> None:
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00", "not_jsonl"),
         (b"hello\nworld\n", "not_jsonl"),
         (b'1\n2\n"three"\n', "not_jsonl"),
-        (jsonl({"instruction": "i", "input": "", "output": "o"}), "preset_not_detected"),
+        # Legacy completions rows: no preset maps them (alpaca rows are detected since issue 3).
+        (jsonl({"prompt": "p", "completion": "c"}), "preset_not_detected"),
     ],
 )
 def test_not_data_raises(data: bytes, code: str) -> None:
