@@ -20,6 +20,7 @@ STATUS: list[tuple[type[errors.DomainError], int, str]] = [
     (errors.Unauthorized, 401, "authentication_error"),
     (errors.PayloadTooLarge, 413, "invalid_request_error"),
     (errors.InvalidState, 409, "invalid_request_error"),
+    (errors.Unprocessable, 422, "invalid_request_error"),
     (errors.Conflict, 409, "invalid_request_error"),
     (errors.BudgetExceeded, 400, "invalid_request_error"),
     (errors.InvalidInput, 400, "invalid_request_error"),
@@ -30,8 +31,7 @@ def error_body(type_: str, code: str, message: str, param: str | None = None, **
     return {"error": {"type": type_, "code": code, "message": message, "param": param, **extra}}
 
 
-def _domain(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.DomainError)
+def status_and_body(exc: errors.DomainError) -> tuple[int, dict[str, Any]]:
     status, type_ = 500, "server_error"
     if isinstance(exc, errors.UpstreamError):
         status, type_ = exc.status, "upstream_error"
@@ -39,8 +39,13 @@ def _domain(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, cls):
             status, type_ = code, kind
             break
+    return status, error_body(type_, exc.code, exc.message, exc.param, **exc.details)
+
+
+def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DomainError)
+    status, body = status_and_body(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = error_body(type_, exc.code, exc.message, exc.param, **exc.details)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

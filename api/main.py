@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.idempotency import IdempotencyMiddleware
 from api.routes import chat, datasets, health, tunes, webhooks
 from shared import logs
 from shared.chat import gateway
@@ -28,6 +29,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(IdempotencyMiddleware)
     for module in (health, datasets, tunes, webhooks, chat):
         app.include_router(module.router)
     return app

@@ -27,6 +27,14 @@ def decrypt(token: str) -> str:
     return _fernet().decrypt(token.encode()).decode()
 
 
+def encrypt_bytes(data: bytes) -> bytes:
+    return _fernet().encrypt(data)
+
+
+def decrypt_bytes(token: bytes) -> bytes:
+    return _fernet().decrypt(token)
+
+
 def hash_api_key(key: str) -> str:
     # API keys carry 192 random bits, so a fast hash is enough (a slow KDF protects low-entropy
     # passwords); it stays valid if the operator rotates TUNEFORGE_SECRET_KEY.

@@ -41,6 +41,12 @@ class InvalidState(DomainError):
     code = "invalid_state"
 
 
+class Unprocessable(DomainError):
+    """Well-formed, but contradicts what the service already holds (e.g. a reused idempotency key)."""
+
+    code = "unprocessable"
+
+
 class Unauthorized(DomainError):
     code = "invalid_api_key"
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -198,10 +199,32 @@ class WebhookDelivery(Base):
     __table_args__ = (Index(None, "project_id", "created_at"),)
 
 
+class IdempotencyRecord(Base):
+    """One `Idempotency-Key` of a project: the request it answered and the stored answer."""
+
+    __tablename__ = "idempotency_record"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))  # "in_flight" | "completed"
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    response_status: Mapped[int | None]
+    response_headers: Mapped[dict[str, Any] | None]
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (UniqueConstraint("project_id", "key"),)
+
+
 __all__ = [
     "ApiKey",
     "Base",
     "Dataset",
+    "IdempotencyRecord",
     "Project",
     "Tune",
     "TuneEvent",

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import openai
 
-from shared import queue
+from shared import idempotency, queue
 from shared.config import get_settings
 from shared.datasets import service as datasets
 from shared.db import session_scope
@@ -92,3 +92,4 @@ def sweep() -> None:
             queue.enqueue(session, TaskName.PREPARE_DATASET, dataset_id=dataset_id)
         for delivery_id in webhooks.due_deliveries(session, now=now, lease=lease):
             queue.enqueue(session, TaskName.DELIVER_WEBHOOK, delivery_id=delivery_id)
+        idempotency.purge_expired(session, now=now)
