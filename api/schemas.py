@@ -103,6 +103,13 @@ class MetricPoint(Open):
     train_loss: float | None = None
 
 
+class Checkpoint(Open):
+    id: str
+    step: int
+    fine_tuned_model_checkpoint: str
+    metrics: dict[str, Any] = {}
+
+
 class WebhookEndpointRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: HttpUrl

@@ -6,15 +6,15 @@ TUNEFORGE_OPENAI_API_KEY is set, otherwise the bundled sandbox."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
-import httpx
-from openai import OpenAI
+from openai import DefaultHttpx2Client, OpenAI, Timeout
 
 from shared.config import get_settings
 from shared.errors import InvalidInput
 
 # Connect fast, read patiently: uploads and job creation can take a while upstream.
-UPSTREAM_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
+UPSTREAM_TIMEOUT = Timeout(120.0, connect=5.0)
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,14 @@ def resolve(name: str | None) -> Provider:
     )
 
 
+@lru_cache(maxsize=64)
 def client(provider: Provider) -> OpenAI:
+    """One client per provider and process, so connections are reused between tasks."""
     return OpenAI(
         api_key=provider.api_key,
         base_url=provider.base_url,
         timeout=UPSTREAM_TIMEOUT,
         max_retries=2,
+        # A provider that redirects is misconfigured or compromised: never follow it with our key.
+        http_client=DefaultHttpx2Client(follow_redirects=False, timeout=UPSTREAM_TIMEOUT),
     )

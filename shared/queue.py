@@ -23,7 +23,7 @@ class TaskName(StrEnum):
     PREPARE_DATASET = "tuneforge.datasets.prepare"
     SUBMIT_TUNE = "tuneforge.tunes.submit"
     POLL_TUNE = "tuneforge.tunes.poll"
-    CANCEL_TUNE = "tuneforge.tunes.cancel"
+    CONTROL_TUNE = "tuneforge.tunes.control"
     DELIVER_WEBHOOK = "tuneforge.webhooks.deliver"
     SWEEP = "tuneforge.scheduler.sweep"
 

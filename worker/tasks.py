@@ -66,10 +66,10 @@ def poll_tune(tune_id: str) -> None:
         tunes.poll(session, tune_id)
 
 
-@app.task(name=TaskName.CANCEL_TUNE.value, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, **COMMON)
-def cancel_tune(tune_id: str) -> None:
+@app.task(name=TaskName.CONTROL_TUNE.value, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, **COMMON)
+def control_tune(tune_id: str, action: str) -> None:
     with session_scope() as session:
-        tunes.cancel_upstream(session, tune_id)
+        tunes.control_upstream(session, tune_id, action)
 
 
 @app.task(name=TaskName.DELIVER_WEBHOOK.value, max_retries=0, **COMMON)

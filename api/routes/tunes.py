@@ -90,7 +90,26 @@ def get_tune_metrics(session: SessionDep, principal: PrincipalDep, tune_id: str)
     return {"object": "list", "data": points, "has_more": False}
 
 
+@router.get("/tunes/{tune_id}/checkpoints", response_model=schemas.Page[schemas.Checkpoint])
+def list_tune_checkpoints(session: SessionDep, principal: PrincipalDep, tune_id: str) -> dict[str, object]:
+    """The provider's checkpoints of a finished tune (each usable as a chat model), by step."""
+    data = tunes.checkpoints(session, project_id=principal.project_id, tune_id=tune_id)
+    return {"object": "list", "data": data, "has_more": False}
+
+
 @router.post("/tunes/{tune_id}/cancel", status_code=202, response_model=schemas.Tune)
 def cancel_tune(session: SessionDep, principal: PrincipalDep, tune_id: str) -> dict[str, object]:
     """Cancel a tune; a submitted job is cancelled at the provider."""
     return tune_dict(tunes.cancel(session, project_id=principal.project_id, tune_id=tune_id))
+
+
+@router.post("/tunes/{tune_id}/pause", status_code=202, response_model=schemas.Tune)
+def pause_tune(session: SessionDep, principal: PrincipalDep, tune_id: str) -> dict[str, object]:
+    """Pause a queued or running job at the provider (it keeps its progress)."""
+    return tune_dict(tunes.pause(session, project_id=principal.project_id, tune_id=tune_id))
+
+
+@router.post("/tunes/{tune_id}/resume", status_code=202, response_model=schemas.Tune)
+def resume_tune(session: SessionDep, principal: PrincipalDep, tune_id: str) -> dict[str, object]:
+    """Resume a paused job."""
+    return tune_dict(tunes.resume(session, project_id=principal.project_id, tune_id=tune_id))

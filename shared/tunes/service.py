@@ -1,4 +1,5 @@
-"""Tune lifecycle: create and cancel (API side), submit and poll (worker side).
+"""Tune lifecycle: create, read and control (API side); submit, poll and control the provider
+job (worker side). State changes go through `transitions`; provider data is copied by `sync`.
 
 Domain functions flush and never commit; the worker commits between the upload and the job
 creation so a crash never loses an upload it already paid for."""
@@ -19,14 +20,15 @@ from shared.datasets import service as datasets
 from shared.errors import BudgetExceeded, InvalidInput, InvalidState, NotFound
 from shared.ids import new_id
 from shared.models import Tune, TuneEvent, utcnow
-from shared.tunes import states
-from shared.tunes.serialize import tune_dict
+from shared.tunes import states, sync
+from shared.tunes.transitions import apply_job, fail, record, transition
 from shared.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
 # Failures in a row while polling before we give up on a job we cannot see any more.
 MAX_POLL_FAILURES = 30
+MAX_POLL_BACKOFF = 300.0
 METADATA_KEY = "tuneforge_tune_id"
 
 
@@ -83,7 +85,13 @@ def create(
         webhook_events={"types": webhook_events} if webhook_events else None,
     )
     session.add(tune)
-    _record(session, tune, "status", f"Tune created for {model.name} on {chosen.name}.")
+    record(
+        session,
+        tune,
+        "status",
+        f"Tune created for {model.name} on {chosen.name}.",
+        data={"status": states.CREATED},
+    )
     session.flush()
     queue.enqueue(session, queue.TaskName.SUBMIT_TUNE, tune_id=tune.id)
     return tune
@@ -115,7 +123,7 @@ def list_events(session: Session, *, project_id: str, tune_id: str) -> list[Tune
 
 
 def metrics(session: Session, *, project_id: str, tune_id: str) -> list[dict[str, Any]]:
-    """The loss curve: one point per step, from the provider's metrics events."""
+    """The loss curve: one point per step, merged from metrics events and the result file."""
     get(session, project_id=project_id, tune_id=tune_id)
     stmt = (
         select(TuneEvent)
@@ -125,8 +133,18 @@ def metrics(session: Session, *, project_id: str, tune_id: str) -> list[dict[str
     points: dict[int, dict[str, Any]] = {}
     for event in session.scalars(stmt):
         if event.step is not None and event.data:
-            points[event.step] = {k: v for k, v in event.data.items() if v is not None}
+            points.setdefault(event.step, {}).update({k: v for k, v in event.data.items() if v is not None})
     return list(points.values())
+
+
+def checkpoints(session: Session, *, project_id: str, tune_id: str) -> list[dict[str, Any]]:
+    get(session, project_id=project_id, tune_id=tune_id)
+    stmt = (
+        select(TuneEvent)
+        .where(TuneEvent.tune_id == tune_id, TuneEvent.kind == "checkpoint")
+        .order_by(TuneEvent.step)
+    )
+    return [event.data for event in session.scalars(stmt) if event.data]
 
 
 def cancel(session: Session, *, project_id: str, tune_id: str) -> Tune:
@@ -134,11 +152,34 @@ def cancel(session: Session, *, project_id: str, tune_id: str) -> Tune:
     if tune.status in states.TERMINAL:
         raise InvalidState(f"Tune {tune_id} is already {tune.status}.", code="tune_not_cancellable")
     if tune.provider_job_id is None:
-        _transition(session, tune, states.CANCELLED, "Cancelled before submission to the provider.")
+        transition(session, tune, states.CANCELLED, "Cancelled before submission to the provider.")
     else:
         tune.cancel_requested = True
-        queue.enqueue(session, queue.TaskName.CANCEL_TUNE, tune_id=tune.id)
+        queue.enqueue(session, queue.TaskName.CONTROL_TUNE, tune_id=tune.id, action="cancel")
     session.flush()
+    return tune
+
+
+def pause(session: Session, *, project_id: str, tune_id: str) -> Tune:
+    """Ask the provider to pause a queued or running job; `resume` picks it up again."""
+    return _request_control(session, project_id, tune_id, "pause", allowed=states.PAUSABLE)
+
+
+def resume(session: Session, *, project_id: str, tune_id: str) -> Tune:
+    return _request_control(session, project_id, tune_id, "resume", allowed=frozenset({states.PAUSED}))
+
+
+def _request_control(
+    session: Session, project_id: str, tune_id: str, action: str, *, allowed: frozenset[str]
+) -> Tune:
+    tune = get(session, project_id=project_id, tune_id=tune_id)
+    if tune.status not in allowed or tune.provider_job_id is None:
+        raise InvalidState(
+            f"Tune {tune_id} is {tune.status}; only a tune that is {' or '.join(sorted(allowed))} "
+            f"at the provider can be {action}d.",
+            code=f"tune_not_{action}able",
+        )
+    queue.enqueue(session, queue.TaskName.CONTROL_TUNE, tune_id=tune.id, action=action)
     return tune
 
 
@@ -151,7 +192,7 @@ def upload_files(session: Session, tune_id: str) -> bool:
     if tune is None or tune.status not in (states.CREATED, states.UPLOADING):
         return False
     dataset = datasets.get(session, project_id=tune.project_id, dataset_id=tune.dataset_id)
-    _transition(session, tune, states.UPLOADING, "Uploading the training file to the provider.")
+    transition(session, tune, states.UPLOADING, "Uploading the training file to the provider.")
     client = _client(tune)
     if tune.provider_file_id is None:
         tune.provider_file_id = _upload(client, dataset.train_blob, f"{dataset.id}-train.jsonl")
@@ -186,13 +227,13 @@ def create_job(session: Session, tune_id: str) -> None:
                 method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
             )
         except openai.BadRequestError as exc:
-            _fail(session, tune, "provider_rejected", f"The provider refused the job: {_error_message(exc)}")
+            fail(session, tune, "provider_rejected", f"The provider refused the job: {_error_message(exc)}")
             return
         message = f"Submitted as provider job {job.id}."
     tune.provider_job_id = job.id
     tune.next_poll_at = utcnow()
-    _transition(session, tune, states.SUBMITTED, message)
-    _apply_job(session, tune, job)
+    transition(session, tune, states.SUBMITTED, message)
+    apply_job(session, tune, job)
 
 
 def poll(session: Session, tune_id: str, *, now: datetime | None = None) -> None:
@@ -203,45 +244,43 @@ def poll(session: Session, tune_id: str, *, now: datetime | None = None) -> None
     client = _client(tune)
     try:
         job = client.fine_tuning.jobs.retrieve(tune.provider_job_id)
-        _copy_events(session, tune, client)
+        sync.copy_events(session, tune, client)
+        if job.status == states.SUCCEEDED:
+            sync.copy_checkpoints(session, tune, client)
+            sync.copy_result_metrics(session, tune, client, list(job.result_files or []))
     except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-        tune.poll_failures += 1
-        if tune.poll_failures >= MAX_POLL_FAILURES:
-            _fail(
-                session,
-                tune,
-                "provider_unreachable",
-                f"Gave up after {tune.poll_failures} failed polls: {exc}",
-            )
-            return
-        backoff = min(get_settings().poll_interval_seconds * 2**tune.poll_failures, 300)
-        tune.next_poll_at = now + timedelta(seconds=backoff)
-        session.flush()
+        _poll_failed(session, tune, now, exc)
         return
     except openai.NotFoundError:
-        _fail(
+        fail(
             session, tune, "provider_job_missing", f"The provider no longer knows job {tune.provider_job_id}."
         )
         return
     tune.poll_failures = 0
-    _apply_job(session, tune, job)
+    apply_job(session, tune, job)
     if tune.status not in states.TERMINAL:
         tune.next_poll_at = now + timedelta(seconds=_poll_interval(tune.status))
     session.flush()
 
 
-def cancel_upstream(session: Session, tune_id: str) -> None:
+def control_upstream(session: Session, tune_id: str, action: str) -> None:
+    """Cancel, pause or resume the provider job; the job it returns is mirrored at once."""
     tune = _lock(session, tune_id)
     if tune is None or tune.status in states.TERMINAL or tune.provider_job_id is None:
         return
+    jobs = _client(tune).fine_tuning.jobs
+    calls = {"cancel": jobs.cancel, "pause": jobs.pause, "resume": jobs.resume}
     try:
-        job = _client(tune).fine_tuning.jobs.cancel(tune.provider_job_id)
-    except openai.BadRequestError:
-        # Already finished upstream: the next poll records how it ended.
+        job = calls[action](tune.provider_job_id)
+    except openai.BadRequestError as exc:
+        # The job moved on meanwhile (finished, already paused…): the next poll shows where it is.
+        record(session, tune, "message", f"The provider refused to {action} the job: {_error_message(exc)}")
         tune.next_poll_at = utcnow()
         session.flush()
         return
-    _apply_job(session, tune, job)
+    apply_job(session, tune, job)
+    tune.next_poll_at = utcnow()
+    session.flush()
 
 
 def due_polls(session: Session, *, now: datetime, lease: timedelta, limit: int = 100) -> list[str]:
@@ -299,97 +338,34 @@ def _lock(session: Session, tune_id: str) -> Tune | None:
     return session.get(Tune, tune_id, with_for_update=True, populate_existing=True)
 
 
-def _apply_job(session: Session, tune: Tune, job: Any) -> None:
-    status = job.status if job.status in states.PROVIDER_STATUSES else tune.status
-    if status == states.SUCCEEDED:
-        tune.fine_tuned_model = job.fine_tuned_model
-        tune.trained_tokens = job.trained_tokens
-        if tune.started_at is None:
-            # Polling can miss a short running phase; a finished job did run, and clients wait for it.
-            _transition(session, tune, states.RUNNING, "Training started.")
-        tune.finished_at = utcnow()
-        _transition(session, tune, status, f"Fine-tuned model {job.fine_tuned_model} is ready.")
-    elif status == states.FAILED:
-        error = getattr(job, "error", None)
-        code = getattr(error, "code", None) or "provider_job_failed"
-        message = getattr(error, "message", None) or "The provider reported the job as failed."
-        _fail(session, tune, code, message)
-    else:
-        _transition(session, tune, status, f"Provider job is {status}.")
-    session.flush()
-
-
-def _fail(session: Session, tune: Tune, code: str, message: str) -> None:
-    tune.error_code = code
-    tune.error_message = message
-    tune.finished_at = utcnow()
-    _transition(session, tune, states.FAILED, message)
-
-
-def _transition(session: Session, tune: Tune, status: str, message: str) -> None:
-    if tune.status == status:
-        return
-    tune.status = status
-    if status == states.RUNNING and tune.started_at is None:
-        tune.started_at = utcnow()
-    if status == states.CANCELLED:
-        tune.finished_at = tune.finished_at or utcnow()
-    if status in states.TERMINAL:
-        tune.next_poll_at = None
-    _record(session, tune, "status", message, data={"status": status})
-    session.flush()
-    if status in states.ANNOUNCED:
-        webhooks.emit(
+def _poll_failed(session: Session, tune: Tune, now: datetime, exc: openai.APIError) -> None:
+    tune.poll_failures += 1
+    if tune.poll_failures >= MAX_POLL_FAILURES:
+        fail(
             session,
-            project_id=tune.project_id,
-            event_type=f"tune.{status}",
-            data=tune_dict(tune),
-            callback_url=tune.webhook_url,
-            callback_events=(tune.webhook_events or {}).get("types"),
+            tune,
+            "provider_unreachable",
+            f"The provider did not answer {tune.poll_failures} polls in a row (last error: {exc}). "
+            f"The job may still run there as {tune.provider_job_id}: check the provider's status, "
+            "then start a new tune if it is gone.",
         )
+        return
+    backoff = min(get_settings().poll_interval_seconds * 2**tune.poll_failures, MAX_POLL_BACKOFF)
+    # A provider that says when to come back is believed, within reason.
+    tune.next_poll_at = now + timedelta(seconds=max(backoff, min(_retry_after(exc) or 0, MAX_POLL_BACKOFF)))
+    session.flush()
 
 
-def _record(
-    session: Session, tune: Tune, kind: str, message: str, *, data: dict[str, Any] | None = None
-) -> None:
-    session.add(
-        TuneEvent(
-            id=new_id("tev"), tune_id=tune.id, source="tuneforge", kind=kind, message=message, data=data
-        )
-    )
-
-
-def _copy_events(session: Session, tune: Tune, client: openai.OpenAI) -> None:
-    known = set(
-        session.scalars(
-            select(TuneEvent.provider_event_id).where(
-                TuneEvent.tune_id == tune.id, TuneEvent.provider_event_id.is_not(None)
-            )
-        )
-    )
-    fresh = []
-    # Events come newest first; stop paging at the first one we already have.
-    for event in client.fine_tuning.jobs.list_events(tune.provider_job_id or "", limit=100):
-        if event.id in known:
-            break
-        fresh.append(event)
-    for event in reversed(fresh):
-        data = event.data if isinstance(event.data, dict) else None
-        is_metrics = event.type == "metrics" and data is not None
-        session.add(
-            TuneEvent(
-                id=new_id("tev"),
-                tune_id=tune.id,
-                source="provider",
-                kind="metrics" if is_metrics else "message",
-                provider_event_id=event.id,
-                level=event.level or "info",
-                message=event.message,
-                data=data,
-                step=int(data["step"]) if is_metrics and data and "step" in data else None,
-                created_at=datetime.fromtimestamp(event.created_at, tz=utcnow().tzinfo),
-            )
-        )
+def _retry_after(exc: openai.APIError) -> float | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(response.headers[header]) * scale
+        except (KeyError, ValueError):
+            continue
+    return None
 
 
 def _poll_interval(status: str) -> float:

@@ -91,6 +91,15 @@ def run_first_story(api_url: str, key: str, receiver: Receiver) -> str:
     assert len(metrics) >= 2 and metrics[0]["train_loss"] > metrics[-1]["train_loss"]
     events = http.get(f"/v1/tunes/{tune['id']}/events").json()["data"]
     assert any(e["source"] == "provider" for e in events)
+    statuses = [e["data"]["status"] for e in events if e["kind"] == "status"]
+    assert statuses[-2:] == ["running", "succeeded"]
+    checkpoints = http.get(f"/v1/tunes/{tune['id']}/checkpoints").json()["data"]
+    assert checkpoints and all(
+        c["fine_tuned_model_checkpoint"].startswith(model + ":ckpt-step-") for c in checkpoints
+    )
+    # Points merge the metrics events with the result file (only it has `train_accuracy`).
+    steps = [p["step"] for p in metrics]
+    assert steps == sorted(set(steps)) and all("train_accuracy" in p for p in metrics)
 
     def announced() -> list[dict[str, Any]] | None:
         types = [json.loads(r.body)["type"] for r in receiver.requests]

@@ -129,3 +129,33 @@ def test_requests_that_cannot_work_get_clear_4xx(stack, make_key, tmp_path) -> N
     not_data.write_bytes(bytes(range(256)) * 10)
     failed = wait_dataset(http, upload_dataset(http, not_data)["id"])
     assert failed["status"] == "failed" and failed["error"]["code"] in ("not_jsonl", "invalid_dataset")
+
+
+def test_pause_and_resume_a_running_tune(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    dataset = _ready_dataset(http)
+    tune = http.post(
+        "/v1/tunes",
+        json={
+            "dataset_id": dataset["id"],
+            "base_model": "gpt-4o-mini",
+            "metadata": {"sandbox_time_scale": "0.1"},
+        },
+    ).json()
+    refused = http.post(f"/v1/tunes/{tune['id']}/resume")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "tune_not_resumeable"
+    wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["status"] == "running", 60, what="running")
+    assert http.post(f"/v1/tunes/{tune['id']}/pause").status_code == 202
+    wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["status"] == "paused", 30, what="paused")
+    assert http.post(f"/v1/tunes/{tune['id']}/resume").status_code == 202
+    done = wait_tune(http, tune["id"], timeout=60)
+    assert done["status"] == "succeeded"
+    statuses = [
+        e["data"]["status"]
+        for e in http.get(f"/v1/tunes/{tune['id']}/events").json()["data"]
+        if e["kind"] == "status"
+    ]
+    assert statuses.index("paused") < len(statuses) - 1 and statuses[-1] == "succeeded"
+    assert (
+        "running" in statuses[statuses.index("paused") :] or "queued" in statuses[statuses.index("paused") :]
+    )
