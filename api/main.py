@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.idempotency import IdempotencyMiddleware
-from api.routes import chat, datasets, health, tunes, webhooks
+from api.routes import chat, datasets, health, provider_webhooks, tunes, webhooks
 from shared import logs
 from shared.chat import gateway
 
@@ -30,6 +30,6 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(IdempotencyMiddleware)
-    for module in (health, datasets, tunes, webhooks, chat):
+    for module in (health, datasets, tunes, webhooks, provider_webhooks, chat):
         app.include_router(module.router)
     return app

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    # Verifies OpenAI's fine_tuning.job.* webhooks (whsec_…), so finished jobs are seen at once.
+    openai_webhook_secret: SecretStr | None = None
     secret_key: SecretStr = SecretStr(_DEV_SECRET)
 
     # Comma-separated in the environment: TUNEFORGE_WEBHOOK_ALLOWED_HOSTS=127.0.0.1,localhost

@@ -5,13 +5,16 @@ TUNEFORGE_OPENAI_API_KEY is set, otherwise the bundled sandbox."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from openai import DefaultHttpx2Client, OpenAI, Timeout
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from shared.config import get_settings
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, NotFound
 
 # Connect fast, read patiently: uploads and job creation can take a while upstream.
 UPSTREAM_TIMEOUT = Timeout(120.0, connect=5.0)
@@ -57,6 +60,26 @@ def resolve(name: str | None) -> Provider:
     return Provider(
         name="openai", base_url=settings.default_provider_base_url, api_key=settings.default_provider_api_key
     )
+
+
+def verify_webhook(body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Check a provider's Standard Webhooks signature and return the event it carries."""
+    secret = get_settings().openai_webhook_secret
+    if secret is None:
+        raise NotFound(
+            "Provider webhooks are off: set TUNEFORGE_OPENAI_WEBHOOK_SECRET to the signing secret "
+            "shown when the webhook was created at the provider.",
+            code="provider_webhooks_disabled",
+        )
+    try:
+        event = Webhook(secret.get_secret_value()).verify(body, dict(headers))
+    except WebhookVerificationError as exc:
+        raise InvalidInput(
+            f"The webhook signature does not verify: {exc}.", code="invalid_signature"
+        ) from None
+    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+        raise InvalidInput("The webhook body is not an event object.", code="invalid_event")
+    return event
 
 
 @lru_cache(maxsize=64)

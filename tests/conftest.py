@@ -6,6 +6,7 @@ isolation the product guarantees between tenants."""
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 import uuid
@@ -38,6 +39,7 @@ TEST_ENV = {
     "TUNEFORGE_SANDBOX_PORT": str(SANDBOX_PORT),
     "TUNEFORGE_SANDBOX_TIME_SCALE": "0.01",
     "TUNEFORGE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "TUNEFORGE_OPENAI_WEBHOOK_SECRET": "whsec_" + base64.b64encode(os.urandom(32)).decode(),
     "TUNEFORGE_WEBHOOK_RETRY_SCHEDULE": "[0.5, 1, 2]",
     "TUNEFORGE_POLL_INTERVAL_SECONDS": "0.3",
     "TUNEFORGE_SCHEDULER_INTERVAL_SECONDS": "0.5",

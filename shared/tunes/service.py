@@ -283,6 +283,17 @@ def control_upstream(session: Session, tune_id: str, action: str) -> None:
     session.flush()
 
 
+def nudge(session: Session, *, provider_job_id: str) -> str | None:
+    """Poll now the tune that follows `provider_job_id` (a provider told us it changed)."""
+    tune = session.scalar(select(Tune).where(Tune.provider_job_id == provider_job_id).limit(1))
+    if tune is None or tune.status in states.TERMINAL:
+        return None
+    tune.next_poll_at = utcnow()
+    queue.enqueue(session, queue.TaskName.POLL_TUNE, tune_id=tune.id)
+    session.flush()
+    return tune.id
+
+
 def due_polls(session: Session, *, now: datetime, lease: timedelta, limit: int = 100) -> list[str]:
     stmt = (
         select(Tune)
