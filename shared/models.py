@@ -220,12 +220,24 @@ class IdempotencyRecord(Base):
     __table_args__ = (UniqueConstraint("project_id", "key"),)
 
 
+class TaskAttempt(Base):
+    """How often a task has started on one object without finishing: a worker that dies on the
+    same object again and again (out of memory, a crash in a library) must stop retrying it."""
+
+    __tablename__ = "task_attempt"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 __all__ = [
     "ApiKey",
     "Base",
     "Dataset",
     "IdempotencyRecord",
     "Project",
+    "TaskAttempt",
     "Tune",
     "TuneEvent",
     "WebhookDelivery",

@@ -6,11 +6,13 @@ picked up again by the sweep, which reads due work from the database."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import openai
+from sqlalchemy.orm import Session
 
-from shared import idempotency, queue
+from shared import attempts, idempotency, queue
 from shared.config import get_settings
 from shared.datasets import service as datasets
 from shared.db import session_scope
@@ -51,19 +53,25 @@ def prepare_dataset(dataset_id: str) -> None:
     **COMMON,
 )
 def submit_tune(tune_id: str) -> None:
-    # Two transactions: the uploaded file id is committed before the job is created, so a crash
-    # in between re-uses the upload instead of paying for it twice.
-    with session_scope() as session:
-        if not tunes.upload_files(session, tune_id):
-            return
-    with session_scope() as session:
-        tunes.create_job(session, tune_id)
+    def work() -> None:
+        # Two transactions: the uploaded file id is committed before the job is created, so a
+        # crash in between re-uses the upload instead of paying for it twice.
+        with session_scope() as session:
+            if not tunes.upload_files(session, tune_id):
+                return
+        with session_scope() as session:
+            tunes.create_job(session, tune_id)
+
+    _guarded(f"submit:{tune_id}", work, lambda s: tunes.give_up(s, tune_id, "submitting it"))
 
 
 @app.task(name=TaskName.POLL_TUNE.value, max_retries=0, **COMMON)
 def poll_tune(tune_id: str) -> None:
-    with session_scope() as session:
-        tunes.poll(session, tune_id)
+    def work() -> None:
+        with session_scope() as session:
+            tunes.poll(session, tune_id)
+
+    _guarded(f"poll:{tune_id}", work, lambda s: tunes.give_up(s, tune_id, "polling its job"))
 
 
 @app.task(name=TaskName.CONTROL_TUNE.value, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, **COMMON)
@@ -74,8 +82,29 @@ def control_tune(tune_id: str, action: str) -> None:
 
 @app.task(name=TaskName.DELIVER_WEBHOOK.value, max_retries=0, **COMMON)
 def deliver_webhook(delivery_id: str) -> None:
+    def work() -> None:
+        with session_scope() as session:
+            webhooks.deliver(session, delivery_id)
+
+    _guarded(f"deliver:{delivery_id}", work, lambda s: webhooks.give_up(s, delivery_id))
+
+
+def _guarded(key: str, work: Callable[[], None], give_up: Callable[[Session], None]) -> None:
+    """Run `work` unless it already started MAX_ATTEMPTS times without returning, which only a
+    dying worker causes; then `give_up` records why the object will not be retried."""
     with session_scope() as session:
-        webhooks.deliver(session, delivery_id)
+        started = attempts.start(session, key)
+    if started > attempts.MAX_ATTEMPTS:
+        log.error("%s: the worker died %d times running it; giving up", key, started - 1)
+        with session_scope() as session:
+            give_up(session)
+            attempts.finish(session, key)
+        return
+    try:
+        work()
+    finally:  # every way out except a dead process
+        with session_scope() as session:
+            attempts.finish(session, key)
 
 
 @app.task(name=TaskName.SWEEP.value, max_retries=0, expires=30, **COMMON)

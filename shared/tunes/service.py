@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import blobs, pricing, providers, queue
+from shared.attempts import MAX_ATTEMPTS
 from shared.config import get_settings
 from shared.datasets import service as datasets
 from shared.errors import BudgetExceeded, InvalidInput, InvalidState, NotFound
@@ -281,6 +282,19 @@ def control_upstream(session: Session, tune_id: str, action: str) -> None:
     apply_job(session, tune, job)
     tune.next_poll_at = utcnow()
     session.flush()
+
+
+def give_up(session: Session, tune_id: str, doing: str) -> None:
+    tune = _lock(session, tune_id)
+    if tune is None or tune.status in states.TERMINAL:
+        return
+    fail(
+        session,
+        tune,
+        "worker_crashed",
+        f"A worker stopped abruptly {MAX_ATTEMPTS} times while {doing}, so Tuneforge stopped "
+        "retrying. The operator's worker logs say why; start a new tune once it is fixed.",
+    )
 
 
 def nudge(session: Session, *, provider_job_id: str) -> str | None:

@@ -190,6 +190,16 @@ def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) 
     session.flush()
 
 
+def give_up(session: Session, delivery_id: str) -> None:
+    delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+    if delivery is None or delivery.status != "pending":
+        return
+    delivery.status = "failed"
+    delivery.next_attempt_at = None
+    delivery.last_error = "A worker stopped abruptly each time it sent this delivery; it will not be retried."
+    session.flush()
+
+
 def due_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: int = 100) -> list[str]:
     """Claim due deliveries for re-enqueueing; pushing `next_attempt_at` out is the lease."""
     stmt = (

@@ -1,0 +1,54 @@
+"""A task whose worker keeps dying is not redelivered forever: after the attempt cap the object
+fails with a reason. The deaths are represented by the counts dead workers leave behind."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from shared import attempts, queue
+from shared.db import session_scope
+from shared.models import TaskAttempt, Tune
+from tests.e2e.story import client, upload_dataset, wait_dataset, wait_tune
+from tests.support.paths import HUATUO
+from tests.support.procs import wait_for
+
+
+def test_a_poll_that_kept_killing_workers_fails_the_tune(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
+    tune = http.post(
+        "/v1/tunes",
+        json={
+            "dataset_id": dataset["id"],
+            "base_model": "gpt-4o-mini",
+            "metadata": {"sandbox_time_scale": "1"},
+        },
+    ).json()
+    wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["provider_job_id"], 30, what="submission")
+    # Three polls started and never returned, as when the worker process is killed mid-task.
+    with session_scope() as session:
+        for _ in range(attempts.MAX_ATTEMPTS):
+            attempts.start(session, f"poll:{tune['id']}")
+    with session_scope() as session:
+        queue.enqueue(session, queue.TaskName.POLL_TUNE, tune_id=tune["id"])
+
+    done = wait_tune(http, tune["id"], timeout=30)
+    assert done["status"] == "failed" and done["error"]["code"] == "worker_crashed"
+    assert "3 times" in done["error"]["message"]
+    with session_scope() as session:
+        assert session.get(Tune, tune["id"]).status == "failed"  # type: ignore[union-attr]
+
+
+def test_tasks_that_return_leave_no_attempt_count(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
+    tune = http.post("/v1/tunes", json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini"}).json()
+    assert wait_tune(http, tune["id"])["status"] == "succeeded"
+
+    def counts_left() -> int:
+        with session_scope() as session:
+            stmt = select(func.count()).select_from(TaskAttempt).where(TaskAttempt.key.contains(tune["id"]))
+            return session.scalar(stmt) or 0
+
+    # The last poll clears its count just after committing the final status.
+    wait_for(lambda: counts_left() == 0, 10, what="attempt counts to be cleared")
