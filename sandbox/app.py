@@ -2,6 +2,7 @@
 
 Everything under `/v1` requires some `Authorization: Bearer …` (any key works: the sandbox has
 no accounts) and every response carries `x-request-id`, which the SDK surfaces as `_request_id`.
+`/sandbox/*` is the fault control plane and request stats, for tests (see `faults.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox import chat, files, ids, jobs, models
+from sandbox import chat, control, files, ids, jobs, models
 from sandbox.errors import ApiError, install_error_handlers, internal_error_response
+from sandbox.fault_injection import SERVER_SEND, FaultMiddleware
+from sandbox.faults import FaultPlane
 from sandbox.store import Store
 from shared.config import get_settings
 
@@ -69,19 +72,33 @@ def _has_bearer(headers: Headers) -> bool:
     return scheme.lower() == "bearer" and bool(token.strip())
 
 
+class SandboxApp(FastAPI):
+    """Keeps the server's own `send` in the scope, so a fault can drop the connection (see
+    `fault_injection.py`): middleware only ever sees wrapped ones."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(time_scale: float | None = None) -> FastAPI:
     """Build a fresh sandbox (state lives in the app); `time_scale` defaults to the settings value."""
     if time_scale is None:
         time_scale = get_settings().sandbox_time_scale
-    app = FastAPI(title="Tuneforge sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    app = SandboxApp(title="Tuneforge sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = Store(time_scale)
+    app.state.faults = FaultPlane()
     install_error_handlers(app)
     for module in (files, jobs, models, chat):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(control.router)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # Added first, so it runs inside RequestContextMiddleware: the bearer check comes before faults.
+    app.add_middleware(FaultMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -217,6 +217,27 @@ class Store:
                 "last_id": page[-1].id if page else None,
             }
 
+    def job_models(self, job_id: str) -> list[str]:
+        """The model names a job is about (for model-scoped faults); empty for an unknown id."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return []
+            names = [job.request.model, job.request.base.id]
+            return names + ([job.fine_tuned_model] if job.fine_tuned_model else [])
+
+    def counts(self) -> dict[str, Any]:
+        """What exists, for `/sandbox/stats`: jobs (total and per `key=value` of metadata), files."""
+        with self._lock:
+            by_metadata: dict[str, int] = {}
+            for job in self._jobs.values():
+                for key, value in (job.request.metadata or {}).items():
+                    by_metadata[f"{key}={value}"] = by_metadata.get(f"{key}={value}", 0) + 1
+            files: dict[str, int] = {}
+            for stored in self._files.values():
+                files[stored.purpose] = files.get(stored.purpose, 0) + 1
+            return {"jobs": {"created": len(self._jobs), "by_metadata": by_metadata}, "files": files}
+
     def _advance_all(self) -> None:
         wall = self._now()
         for job in self._jobs.values():

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from openai import OpenAI
 
 from tests.sandbox.harness import (
@@ -16,32 +13,19 @@ from tests.sandbox.harness import (
     TrainedJob,
     huatuo_rows,
     jsonl,
+    serve,
     to_example,
     upload,
     wait_for,
 )
-from tests.support.procs import free_port
 
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     from sandbox.app import create_app
 
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(time_scale=TIME_SCALE), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("sandbox server did not start")
-        time.sleep(0.02)
-    yield Sandbox(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve(create_app(time_scale=TIME_SCALE)) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

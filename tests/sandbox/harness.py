@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from openai import OpenAI
 
 from tests.support.paths import HUATUO, TIKTOKEN_DIR
+from tests.support.procs import free_port
 
 # tiktoken must find the kit's offline cache before the sandbox first counts tokens.
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_DIR))
@@ -25,6 +30,26 @@ AUTH = {"Authorization": "Bearer sk-test"}
 class Sandbox:
     base_url: str  # ends in /v1
     root_url: str
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[Sandbox]:
+    """Run an ASGI app under a real uvicorn server (a thread, a free port) for the block."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("sandbox server did not start")
+        time.sleep(0.02)
+    try:
+        yield Sandbox(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
 
 
 def huatuo_rows(n: int, offset: int = 0) -> list[dict[str, str]]:
