@@ -39,6 +39,7 @@ class Settings(BaseSettings):
 
     # Comma-separated in the environment: TUNEFORGE_WEBHOOK_ALLOWED_HOSTS=127.0.0.1,localhost
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
     webhook_timeout_seconds: float = 15.0
     # Seconds before retry N (1-based); past the end the delivery is given up.
     webhook_retry_schedule: list[float] = Field(
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     dataset_error_limit: int = 100
     default_budget_usd: float | None = None
 
-    @field_validator("webhook_allowed_hosts", mode="before")
+    @field_validator("webhook_allowed_hosts", "webhook_allowed_ports", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

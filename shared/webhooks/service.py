@@ -23,7 +23,7 @@ from shared.config import get_settings
 from shared.errors import DomainError, InvalidInput, NotFound
 from shared.ids import new_id
 from shared.models import Project, WebhookDelivery, WebhookEndpoint, utcnow
-from shared.webhooks import signing, ssrf
+from shared.webhooks import sender, signing, ssrf
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +169,11 @@ def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) 
         session.flush()
         return
     try:
-        ssrf.check_destination(delivery.url)
-        with httpx.Client(timeout=get_settings().webhook_timeout_seconds, follow_redirects=False) as client:
-            response = client.post(
-                delivery.url, content=body, headers=signing.headers([secret], delivery.event_id, body)
-            )
-        delivery.last_status_code = response.status_code
-        delivery.last_response_body = response.text[:RESPONSE_BODY_LIMIT]
-        delivery.last_error = None if response.is_success else f"HTTP {response.status_code}"
-        ok = response.is_success
+        answer = sender.post(delivery.url, body, signing.headers([secret], delivery.event_id, body))
+        delivery.last_status_code = answer.status
+        delivery.last_response_body = answer.body
+        ok = 200 <= answer.status < 300
+        delivery.last_error = None if ok else f"HTTP {answer.status}"
     except (httpx.HTTPError, DomainError) as exc:
         delivery.last_error = str(exc)[:RESPONSE_BODY_LIMIT] or type(exc).__name__
         ok = False

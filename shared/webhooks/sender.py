@@ -1,0 +1,41 @@
+"""One HTTP POST of a webhook: to the SSRF-checked, pinned address, no redirects, bounded time,
+and at most a little of the answer read (a receiver's body is only kept for the delivery log)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import httpx
+
+from shared.config import get_settings
+from shared.webhooks import ssrf
+
+BODY_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: str
+
+
+@lru_cache
+def _client() -> httpx.Client:
+    timeout = get_settings().webhook_timeout_seconds
+    return httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), follow_redirects=False)
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
+    """Raises InvalidInput for a forbidden destination and httpx.HTTPError for transport failures."""
+    target = ssrf.resolve(url)
+    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+    with _client().stream(
+        "POST", target.url, content=body, headers={**headers, "host": target.host}, extensions=extensions
+    ) as response:
+        kept = b""
+        for chunk in response.iter_bytes():
+            kept += chunk
+            if len(kept) >= BODY_LIMIT:
+                break
+    return Answer(status=response.status_code, body=kept[:BODY_LIMIT].decode("utf-8", "replace"))
