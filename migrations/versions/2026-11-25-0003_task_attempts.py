@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "5469cd40f90c"
 down_revision: str | None = "fc796e9ac6b6"
 branch_labels = None
