@@ -9,11 +9,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import errors
 
 log = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_S = 2
 
 STATUS: list[tuple[type[errors.DomainError], int, str]] = [
     (errors.NotFound, 404, "invalid_request_error"),
@@ -70,6 +73,21 @@ def _http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Postgres restarting or unreachable: a retry in a moment works, where a 500 would say "bug".
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        error_body(
+            "server_error",
+            "database_unavailable",
+            "The database is unavailable for a moment. Retry shortly; repeat a create with the "
+            "same Idempotency-Key so it cannot happen twice.",
+        ),
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -82,4 +100,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.DomainError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

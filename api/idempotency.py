@@ -87,6 +87,7 @@ class IdempotencyMiddleware:
         status = 500
         stored_headers: dict[str, str] = {}
         body = bytearray()
+        settled = False
 
         async def hashing_receive() -> Message:
             message = await receive()
@@ -95,27 +96,36 @@ class IdempotencyMiddleware:
             return message
 
         async def capturing_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, settled
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for k, v in message.get("headers", []):
                     if k.decode().lower() in REPLAYED_HEADERS:
                         stored_headers[k.decode().lower()] = v.decode()
-            elif message["type"] == "http.response.body" and len(body) <= MAX_STORED_BODY:
-                body.extend(message.get("body", b""))
+            elif message["type"] == "http.response.body":
+                if len(body) <= MAX_STORED_BODY:
+                    body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Store before the client sees the end of the answer, so a retry sent the
+                    # moment it arrives is a replay, not a 409.
+                    await _settle(record_id, status, stored_headers, bytes(body), hasher)
+                    settled = True
             await send(message)
 
         try:
             await self.app(scope, hashing_receive, capturing_send)
-        except BaseException:
-            await run_in_threadpool(_release, record_id)
-            raise
-        if status >= 500 or status in NOT_STORED or len(body) > MAX_STORED_BODY:
-            await run_in_threadpool(_release, record_id)
-        else:
-            await run_in_threadpool(
-                _complete, record_id, hasher.hexdigest(), status, stored_headers, bytes(body)
-            )
+        finally:
+            if not settled:
+                await run_in_threadpool(_release, record_id)
+
+
+async def _settle(
+    record_id: str, status: int, headers: dict[str, str], body: bytes, hasher: BodyHasher
+) -> None:
+    if status >= 500 or status in NOT_STORED or len(body) > MAX_STORED_BODY:
+        await run_in_threadpool(_release, record_id)
+    else:
+        await run_in_threadpool(_complete, record_id, hasher.hexdigest(), status, headers, body)
 
 
 def _claim(authorization: str | None, key: str, method: str, path: str) -> idempotency.StoredResponse | str:

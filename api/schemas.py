@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
@@ -117,13 +118,37 @@ class WebhookEndpointRequest(BaseModel):
     description: str | None = Field(default=None, max_length=500)
 
 
+class WebhookEndpointUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: HttpUrl | None = None
+    events: list[str] | None = Field(default=None, description="[] means every event")
+    enabled: bool | None = None
+    description: str | None = Field(default=None, max_length=500)
+
+
+class RotateSecretRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_period_seconds: int = Field(default=86400, ge=0, le=7 * 86400)
+
+    def grace_period(self) -> timedelta:
+        return timedelta(seconds=self.grace_period_seconds)
+
+
 class WebhookEndpoint(Open):
     id: str
     object: Literal["webhook_endpoint"] = "webhook_endpoint"
     url: str
     events: list[str] | None = None
     enabled: bool
+    disabled_reason: str | None = None
     created_at: int
+
+
+class Event(Open):
+    id: str
+    type: str
+    created_at: int
+    data: dict[str, Any]
 
 
 class CreatedWebhookEndpoint(WebhookEndpoint):
@@ -132,6 +157,7 @@ class CreatedWebhookEndpoint(WebhookEndpoint):
 
 class WebhookDelivery(Open):
     id: str
+    object: Literal["webhook_delivery"] = "webhook_delivery"
     event_id: str
     event_type: str
     status: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
     webhook_timeout_seconds: float = 15.0
+    # An endpoint whose deliveries all fail for this long is disabled (Svix and Stripe: days).
+    webhook_disable_after_seconds: float = 5 * 24 * 3600
     # Seconds before retry N (1-based); past the end the delivery is given up.
     webhook_retry_schedule: list[float] = Field(
         default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000]
@@ -55,10 +57,28 @@ class Settings(BaseSettings):
 
     poll_interval_seconds: float = 5.0
     scheduler_interval_seconds: float = 1.0
+    # Provider request budget: polls the sweep may enqueue per second, across every provider (one
+    # pass takes this times scheduler_interval_seconds, most overdue first). A poll is about two
+    # provider requests (the job, then its newest events).
+    provider_polls_per_second: float = Field(default=20.0, gt=0)
     # How long claimed work (a poll, a delivery) is left alone before the sweep hands it out again.
     lease_seconds: float = 60.0
+    # Failed provider calls in a row for one tune (polls, or attempts to submit it) before it is
+    # given up with provider_unreachable.
+    provider_max_failures: int = 30
+    # How long a tune may sit in created/uploading (a dataset in pending/processing) untouched
+    # before the sweep assumes its message or its worker was lost and starts it again.
+    stale_after_seconds: float = 120.0
+    # Read timeout for each call to a provider (connecting gets 5 s); the SDK's default is 600 s.
+    provider_timeout_seconds: float = 120.0
     upload_max_bytes: int = 512 * 1024 * 1024
     dataset_error_limit: int = 100
+    # Token counting: "auto" uses the optional exact fast tokenizer when it is installed and
+    # verified identical to tiktoken, "tiktoken" forces the reference; threads default to the CPUs.
+    tokenizer: Literal["auto", "tiktoken", "quicktok"] = "auto"
+    tokenizer_threads: int | None = Field(default=None, ge=1)
+    # A gzip upload that inflates past this fails with decompressed_too_large (bomb guard).
+    dataset_max_decompressed_bytes: int = 4 * 1024 * 1024 * 1024
     default_budget_usd: float | None = None
 
     @field_validator("webhook_allowed_hosts", "webhook_allowed_ports", mode="before")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -59,6 +60,11 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+def _where(predicate: str) -> dict[str, Any]:
+    """A partial index's predicate, on both backends."""
+    return {"postgresql_where": text(predicate), "sqlite_where": text(predicate)}
 
 
 class Timestamped:
@@ -129,14 +135,22 @@ class Tune(Timestamped, Base):
     error_code: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    next_poll_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Set while the provider job is followed, None before submission and once finished.
+    next_poll_at: Mapped[datetime | None]
     poll_failures: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[dict[str, Any] | None]
 
-    __table_args__ = (Index(None, "project_id", "id"),)
+    __table_args__ = (
+        Index(None, "project_id", "id"),
+        # The sweep's two claims (shared/scheduler.py). Partial, so they hold only the tunes in
+        # play, not the finished ones that pile up; `next_poll_at <= :now` implies the first
+        # predicate, so even a generic (prepared) plan can use it.
+        Index("ix_tune_next_poll_at", "next_poll_at", **_where("next_poll_at IS NOT NULL")),
+        Index("ix_tune_unsubmitted_updated_at", "updated_at", **_where("status IN ('created', 'uploading')")),
+    )
 
 
 class TuneEvent(Base):
@@ -171,6 +185,26 @@ class WebhookEndpoint(Timestamped, Base):
     events: Mapped[dict[str, Any] | None]  # {"types": [...]}; null = every event
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     description: Mapped[str | None] = mapped_column(Text)
+    # After a rotation the old secret keeps signing (a second signature) until this time.
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None]
+    failing_since: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEvent(Base):
+    """Every event a project produced, whether or not anyone was listening: receivers reconcile
+    from this list after an outage."""
+
+    __tablename__ = "webhook_event"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "project_id", "id"),)
 
 
 class WebhookDelivery(Base):
@@ -242,6 +276,7 @@ __all__ = [
     "TuneEvent",
     "WebhookDelivery",
     "WebhookEndpoint",
+    "WebhookEvent",
     "unix",
     "utcnow",
 ]

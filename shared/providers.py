@@ -16,8 +16,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from shared.config import get_settings
 from shared.errors import InvalidInput, NotFound
 
-# Connect fast, read patiently: uploads and job creation can take a while upstream.
-UPSTREAM_TIMEOUT = Timeout(120.0, connect=5.0)
+# Connect fast, read patiently (TUNEFORGE_PROVIDER_TIMEOUT_SECONDS): uploads and job creation
+# can take a while upstream.
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,12 @@ def verify_webhook(body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
 @lru_cache(maxsize=64)
 def client(provider: Provider) -> OpenAI:
     """One client per provider and process, so connections are reused between tasks."""
+    timeout = Timeout(get_settings().provider_timeout_seconds, connect=CONNECT_TIMEOUT)
     return OpenAI(
         api_key=provider.api_key,
         base_url=provider.base_url,
-        timeout=UPSTREAM_TIMEOUT,
+        timeout=timeout,
         max_retries=2,
         # A provider that redirects is misconfigured or compromised: never follow it with our key.
-        http_client=DefaultHttpx2Client(follow_redirects=False, timeout=UPSTREAM_TIMEOUT),
+        http_client=DefaultHttpx2Client(follow_redirects=False, timeout=timeout),
     )

@@ -16,12 +16,19 @@ the cookbook's.)
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
-from functools import cache, lru_cache
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 import orjson
 import tiktoken
+
+from shared.config import get_settings
+
+log = logging.getLogger(__name__)
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -46,10 +53,49 @@ _ENCODING_BY_PREFIX: tuple[tuple[str, str], ...] = (
 # tokenizer of every model OpenAI still fine-tunes, so it is the least surprising estimate.
 DEFAULT_ENCODING = "o200k_base"
 
-# Strings are cached by value; role names and a shared system prompt repeat on every row, unique
-# answers simply age out. Very long strings are not worth keeping alive in the cache.
+# Each distinct string is tokenized once while it stays in a bounded cache: role names and a
+# shared system prompt repeat on every row, unique answers age out. The cache keeps two generations
+# of at most _CACHE_SIZE strings and _CACHE_GENERATION_CHARS characters each (a hit moves a string
+# to the young one), so its memory is bounded whatever the data; strings over _CACHE_MAX_CHARS are
+# not kept at all.
 _CACHE_SIZE = 8192
 _CACHE_MAX_CHARS = 4096
+_CACHE_GENERATION_CHARS = 1 << 20
+# Below this many strings a batch is tokenized in the calling thread: handing work to a thread
+# costs more than it saves.
+_MIN_PARALLEL_STRINGS = 64
+# Role names whose token counts an ExampleCounter keeps at hand (chat has five).
+_ROLES_KEPT = 64
+
+# Optional faster exact tokenizer (`pip install 'tuneforge[fast]'`). It is used only when it is
+# importable, its encoding exists there, and it gives tiktoken's counts on every probe below;
+# TUNEFORGE_TOKENIZER=tiktoken turns it off. tiktoken stays the reference.
+_PROBES = (
+    "",
+    " ",
+    "hello",
+    "Hello, world! How's it going? I'm fine; they're here, we've seen it, you'll see, I'd go.",
+    "  leading and trailing spaces  ",
+    "tabs\tand\nnew\nlines\r\nCRLF\n\n\n   \n",
+    "1234567890 3.14159 1,000,000 -42 0x1F 2024-07-18T12:00:00Z",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\tif x != None: pass",
+    '{"role": "assistant", "content": null, "tool_calls": [{"id": "call_1"}]}',
+    "https://example.com/path?query=1&b=%20#frag user@example.org",
+    "HelloWORLD camelCaseString snake_case_name SCREAMING_CASE abc123def",
+    "你是一名经验丰富的医生，请用简洁的中文回答。头痛怎么办？多休息，多喝水！",
+    "治疗阳痿吃什么药呢？，性生活一直很正常的，但是这段时间感觉性欲变低了（２０２４年）",
+    "東京は日本の首都です。カタカナとひらがな、漢字。",
+    "한국어 문장도 토큰화합니다. 안녕하세요!",
+    "Ünïcödé àccénts, naïve café, Straße, ΕΛΛΗΝΙΚΆ, русский текст, עברית, العربية, हिन्दी",
+    "e\u0301 a\u0308 combining marks \u200b zero width \u00a0 no-break \u3000 ideographic space",
+    "emoji 😀👍🏽 👨‍👩‍👧‍👦 🇨🇳 ❤️ flags and ZWJ sequences",
+    "<|endoftext|> <|im_start|>user<|im_end|> <|fim_prefix|> special-token text is ordinary text",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "!!!???...,,,;;;:::---___===+++***&&&^^^%%%$$$###@@@~~~```|||\\\\///",
+    "Ｆｕｌｌ－ｗｉｄｔｈ　ＡＢＣ　１２３ and ① ② ③ ﬁ ligature ℃ ㎡",
+    "\x00\x01\x7f control characters \ufeff BOM \U0010ffff last code point",
+    "混合 mixed 中英文 text with English words 和 numbers 123 在一起。",
+)
 
 
 def base_model_name(model: str) -> str:
@@ -77,62 +123,429 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
     return get_encoding(encoding_name_for_model(model))
 
 
-@cache
-def _length_function(encoding_name: str) -> Callable[[str], int]:
+class _Backend:
+    """A way to count the tokens of strings in one encoding.
+
+    - `count_all(texts)`: the counts, in the calling thread.
+    - `parallel`: `count_all` releases the GIL while it tokenizes each string, so a batch is worth
+      splitting over threads that each run their own `count_all` (tiktoken).
+    - `count_detached(texts, threads)`: the counts of a whole batch in one call that releases the
+      GIL until it is done (quicktok's native batch), so the batch can be counted in a background
+      thread while the caller goes on with Python work; None when there is none.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        count_all: Callable[[list[str]], list[int]],
+        *,
+        parallel: bool = False,
+        count_detached: Callable[[list[str], int], list[int]] | None = None,
+        native_threads: bool = False,
+    ) -> None:
+        self.name = name
+        self.count_all = count_all
+        self.parallel = parallel
+        self.count_detached = count_detached
+        self.native_threads = native_threads
+
+
+def _tiktoken_backend(encoding_name: str) -> _Backend:
     encoding = get_encoding(encoding_name)
+    encode = encoding.encode_ordinary
 
-    @lru_cache(maxsize=_CACHE_SIZE)
-    def cached(text: str) -> int:
-        return len(encoding.encode_ordinary(text))
+    def count_all(texts: list[str]) -> list[int]:
+        # encode_ordinary: a user's text that happens to contain "<|endoftext|>" is text, not a
+        # special token, and must not make tiktoken raise.
+        return [len(encode(text)) for text in texts]
 
-    def length(text: str) -> int:
-        if len(text) > _CACHE_MAX_CHARS:
-            return len(encoding.encode_ordinary(text))
-        return cached(text)
+    joined = _joined_counter(encoding, count_all)
+    return _Backend("tiktoken", count_all, parallel=True, count_detached=joined)
 
-    return length
+
+def _joined_counter(
+    encoding: tiktoken.Encoding, count_all: Callable[[list[str]], list[int]]
+) -> Callable[[list[str], int], list[int]] | None:
+    """Counts of a whole batch in one tiktoken call that holds no GIL: the texts joined by the
+    end-of-text token, encoded with that one special token allowed. tiktoken runs its split
+    pattern on the text between allowed special tokens separately, so each text gets exactly the
+    tokens it gets alone; the counts are the runs between the separators. Texts that contain the
+    separator's own spelling are counted alone. None (one call per text then) when this tiktoken
+    has no buffer call or the trick does not reproduce `count_all` on the probes."""
+    separator = "<|endoftext|>"
+    core = getattr(encoding, "_core_bpe", None)
+    if separator not in encoding.special_tokens_set or not hasattr(core, "encode_to_tiktoken_buffer"):
+        return None
+    allowed = {separator}
+    mark = encoding.encode_single_token(separator).to_bytes(4, "little")
+
+    def count_joined(texts: list[str], threads: int = 1) -> list[int]:
+        alone = [i for i, text in enumerate(texts) if separator in text]
+        batch = [text for text in texts if separator not in text] if alone else texts
+        try:
+            data = memoryview(core.encode_to_tiktoken_buffer(separator.join(batch) + separator, allowed))
+            tokens = data.tobytes()
+        except (UnicodeError, ValueError, TypeError):  # lone surrogates: encode_ordinary copes
+            return count_all(texts)
+        counts: list[int] = []
+        find = tokens.find
+        start = 0
+        for _ in batch:
+            end = find(mark, start)
+            while end & 3:  # the mark's bytes straddling two tokens
+                end = find(mark, end + 1)
+            counts.append((end - start) >> 2)
+            start = end + 4
+        if alone:
+            singles = count_all([texts[i] for i in alone])
+            for i, n in zip(alone, singles, strict=True):
+                counts.insert(i, n)
+        return counts
+
+    try:
+        probes = [*_PROBES, "a" + separator + "b", separator]
+        if count_joined(probes) != count_all(probes):
+            return None
+    except Exception:  # noqa: BLE001 - an internal call that changed: one call per text then
+        return None
+    return count_joined
+
+
+# What quicktok may raise for a string it cannot take (a lone surrogate: TypeError).
+_REFUSED = (TypeError, ValueError, UnicodeError)
+
+
+def _fast_backend(encoding_name: str, reference: _Backend) -> _Backend | None:
+    """quicktok's tokenizer for the encoding when it is installed and both its single and batch
+    calls agree with tiktoken on every probe; None otherwise. Strings it refuses (lone
+    surrogates) are counted by tiktoken."""
+    try:
+        import quicktok  # type: ignore[import-not-found,unused-ignore]
+
+        tokenizer = quicktok.get_encoding(encoding_name)
+        count, encode_batch = tokenizer.count, tokenizer.encode_batch
+        probes = list(_PROBES)
+        expected = reference.count_all(probes)
+        offsets = encode_batch(probes, 1, False)[1].tolist()
+        batch = [end - start for start, end in zip(offsets, offsets[1:], strict=False)]
+        if [count(text) for text in probes] != expected or batch != expected:
+            log.warning("quicktok disagrees with tiktoken on %s; counting with tiktoken", encoding_name)
+            return None
+    except Exception as exc:  # noqa: BLE001 - not installed, no such encoding, a broken build
+        if not isinstance(exc, ImportError):
+            log.warning("quicktok is unusable for %s (%s); counting with tiktoken", encoding_name, exc)
+        return None
+    fallback = reference.count_all
+
+    def count_one(text: str) -> int:
+        try:
+            return count(text)  # type: ignore[no-any-return]
+        except _REFUSED:
+            return fallback([text])[0]
+
+    def count_all(texts: list[str]) -> list[int]:
+        try:
+            return [count(text) for text in texts]
+        except _REFUSED:
+            return [count_one(text) for text in texts]
+
+    def count_detached(texts: list[str], threads: int) -> list[int]:
+        try:
+            offsets = encode_batch(texts, threads, False)[1]
+        except _REFUSED:
+            return [count_one(text) for text in texts]
+        return (offsets[1:] - offsets[:-1]).tolist()  # type: ignore[no-any-return]
+
+    return _Backend("quicktok", count_all, count_detached=count_detached, native_threads=True)
+
+
+@cache
+def tokenizer_backend(encoding_name: str) -> _Backend:
+    """The backend that counts `encoding_name`: quicktok when usable (see above) and not turned
+    off with TUNEFORGE_TOKENIZER=tiktoken, else tiktoken."""
+    reference = _tiktoken_backend(encoding_name)
+    if get_settings().tokenizer != "tiktoken":
+        fast = _fast_backend(encoding_name, reference)
+        if fast is not None:
+            return fast
+    return reference
+
+
+def default_threads() -> int:
+    """TUNEFORGE_TOKENIZER_THREADS, else the CPUs this process may run on."""
+    configured = get_settings().tokenizer_threads
+    if configured:
+        return max(1, configured)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class TokenLengths:
+    """Token lengths of strings in one encoding, through the bounded cache (see above).
+
+    `lengths(text)` counts one string; `count_all(texts, pool)` counts a batch of distinct strings,
+    split over the pool's threads when the backend releases the GIL. Only the thread that owns this
+    object touches the cache; worker threads only run the tokenizer."""
+
+    def __init__(self, encoding_name: str, backend: _Backend | None = None) -> None:
+        self.encoding_name = encoding_name
+        self.backend = backend or tokenizer_backend(encoding_name)
+        self._young: dict[str, int] = {}
+        self._old: dict[str, int] = {}
+        self._chars = 0
+
+    def get(self, text: str) -> int | None:
+        found = self._young.get(text)
+        if found is None:
+            found = self._old.get(text)
+            if found is not None:
+                self.put(text, found)
+        return found
+
+    def put(self, text: str, length: int) -> None:
+        size = len(text)
+        if size > _CACHE_MAX_CHARS:
+            return
+        young = self._young
+        young[text] = length
+        self._chars += size
+        if len(young) >= _CACHE_SIZE or self._chars >= _CACHE_GENERATION_CHARS:
+            self._old, self._young, self._chars = young, {}, 0
+
+    def put_all(self, lengths: dict[str, int]) -> None:
+        """`put` for many strings at once (one dict update when none is too long to keep)."""
+        if not lengths:
+            return
+        if max(map(len, lengths)) > _CACHE_MAX_CHARS:
+            lengths = {text: n for text, n in lengths.items() if len(text) <= _CACHE_MAX_CHARS}
+        young = self._young
+        young.update(lengths)
+        self._chars += sum(map(len, lengths))
+        if len(young) >= _CACHE_SIZE or self._chars >= _CACHE_GENERATION_CHARS:
+            self._old, self._young, self._chars = young, {}, 0
+
+    def __call__(self, text: str) -> int:
+        found = self.get(text)
+        if found is None:
+            found = self.backend.count_all([text])[0]
+            self.put(text, found)
+        return found
+
+    def count_all(self, texts: list[str], pool: Executor | None = None, threads: int = 1) -> list[int]:
+        """Token lengths of `texts`, in order (not cached here; see `ExampleCounter`)."""
+        backend = self.backend
+        if pool is None or threads < 2 or not backend.parallel or len(texts) < _MIN_PARALLEL_STRINGS:
+            return backend.count_all(texts)
+        # Interleaved slices balance long and short strings; the calling thread takes the first.
+        slices = [texts[i::threads] for i in range(threads)]
+        futures = [pool.submit(backend.count_all, part) for part in slices[1:]]
+        results = [backend.count_all(slices[0])] + [future.result() for future in futures]
+        counts = [0] * len(texts)
+        for i, part in enumerate(results):
+            counts[i::threads] = part
+        return counts
+
+
+@cache
+def token_lengths(encoding_name: str) -> TokenLengths:
+    """The process-wide cached lengths for `encoding_name`."""
+    return TokenLengths(encoding_name)
 
 
 def count_text_tokens(text: str, encoding: tiktoken.Encoding) -> int:
-    # encode_ordinary: a user's text that happens to contain "<|endoftext|>" is text, not a
-    # special token, and must not make tiktoken raise.
-    return _length_function(encoding.name)(text)
+    return token_lengths(encoding.name)(text)
 
 
-def _value_tokens(key: str, value: Any, length: Callable[[str], int]) -> int:
-    if isinstance(value, str):
-        return length(value)
-    if key == "content" and isinstance(value, list):
-        # Content parts: only text parts are countable offline; image parts are priced by the
-        # provider from the image itself and are left out of this estimate.
-        return sum(
-            length(part["text"])
-            for part in value
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        )
-    if isinstance(value, (list, dict)):
-        # tool_calls / function_call reach the model as JSON text, so count them as such.
-        return length(orjson.dumps(value).decode())
-    # weight (0/1), null content and other scalars carry no text to train on.
-    return 0
+def example_parts(messages: Iterable[Mapping[str, Any]]) -> tuple[int, list[str]]:
+    """A chat example as (fixed tokens, strings to tokenize): its count is the fixed part plus the
+    token length of every string. The fixed part is 3 per message, 1 per `name` and 3 for the
+    reply; the strings are every string value (the role included), the text of content parts, and
+    tool_calls / function_call as JSON."""
+    fixed = REPLY_PRIMING_TOKENS
+    texts: list[str] = []
+    for message in messages:
+        fixed += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if isinstance(value, str):
+                texts.append(value)
+            elif key == "content" and isinstance(value, list):
+                # Content parts: only text parts are countable offline; image parts are priced by
+                # the provider from the image itself and are left out of this estimate.
+                texts.extend(
+                    part["text"]
+                    for part in value
+                    if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+                )
+            elif isinstance(value, (list, dict)):
+                # tool_calls / function_call reach the model as JSON text, so count them as such.
+                texts.append(orjson.dumps(value).decode())
+            # weight (0/1), null content and other scalars carry no text to train on.
+            if key == "name":
+                fixed += TOKENS_PER_NAME
+    return fixed, texts
 
 
 def count_example_tokens(messages: Iterable[Mapping[str, Any]], encoding: tiktoken.Encoding) -> int:
     """Tokens of one chat example as the cookbook counts them (see the module docstring)."""
-    length = _length_function(encoding.name)
-    total = REPLY_PRIMING_TOKENS
-    for message in messages:
-        total += TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            total += _value_tokens(key, value, length)
-            if key == "name":
-                total += TOKENS_PER_NAME
-    return total
+    fixed, texts = example_parts(messages)
+    length = token_lengths(encoding.name)
+    return fixed + sum(map(length, texts))
 
 
 def count_chat_tokens(messages: Iterable[Mapping[str, Any]], encoding: tiktoken.Encoding) -> int:
     """Prompt tokens of a chat request; the same rule as a training example."""
     return count_example_tokens(messages, encoding)
+
+
+Ticket = tuple[int, list[str]]
+
+
+class Submitted:
+    """A batch of distinct strings handed to the tokenizer (see `ExampleCounter.submit`): their
+    counts, or the futures of its interleaved slices."""
+
+    def __init__(
+        self,
+        texts: list[str],
+        counts: list[int] | None = None,
+        futures: list[Future[list[int]]] | None = None,
+    ) -> None:
+        self.texts = texts
+        self._counts = counts
+        self._futures = futures or []
+
+    def counts(self) -> list[int]:
+        if self._counts is None:
+            parts = [future.result() for future in self._futures]
+            if len(parts) == 1:
+                self._counts = parts[0]
+            else:
+                self._counts = [0] * len(self.texts)
+                for i, part in enumerate(parts):
+                    self._counts[i :: len(parts)] = part
+        return self._counts
+
+
+class ExampleCounter:
+    """Token counts of many training examples, a batch at a time, with the figures of
+    `count_training_example` whatever the number of threads.
+
+    1. `add(example)` (or `add_plain`) returns a ticket: the fixed tokens plus the lengths that the
+       cache knows, and the strings still to count; those join the batch's distinct strings,
+       unless the batch before it is counting them already.
+    2. `submit()` closes the batch and starts counting its strings: over `threads` threads (the
+       calling one included) when the backend releases the GIL string by string (tiktoken; the
+       call returns when they are counted), or in one background thread that holds no GIL
+       (quicktok's batch call; the call returns at once, so the caller can read and check the
+       next batch meanwhile).
+    3. `wait(submitted)` takes the counts (into the cache too); then `tokens(ticket)` is the count
+       of every example of that batch. Batches must be waited for in the order they were
+       submitted, each before the one after the next is submitted.
+
+    `close()` (or `with`) stops the threads."""
+
+    def __init__(self, encoding_name: str, threads: int | None = None) -> None:
+        self.lengths = token_lengths(encoding_name)
+        self.backend = self.lengths.backend
+        self.threads = max(1, threads if threads is not None else default_threads())
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[str, None] = {}
+        self._counting: dict[str, None] = {}  # the strings of the last batch submitted
+        self._resolved: dict[str, int] = {}  # the last batch waited for
+        self._previous: dict[str, int] = {}  # the one before it
+        self._role_tokens: dict[str, int] = {}
+        self.chars = 0  # characters in the examples added since the last submit
+
+    def __enter__(self) -> ExampleCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def add(self, example: Mapping[str, Any]) -> Ticket:
+        fixed, texts = example_parts(_counted_messages(example))
+        return self._lookup(fixed, texts)
+
+    def add_plain(self, roles: tuple[str, ...], contents: tuple[str, ...]) -> Ticket:
+        """`add` for messages that are exactly a string role and a string content each (the
+        common shape): the same count, without walking the messages again."""
+        fixed = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE * len(roles)
+        role_tokens = self._role_tokens
+        for role in roles:
+            found = role_tokens.get(role)
+            if found is None:
+                found = self.lengths(role)
+                if len(role_tokens) < _ROLES_KEPT:
+                    role_tokens[role] = found
+            fixed += found
+        return self._lookup(fixed, contents)
+
+    def _lookup(self, fixed: int, texts: Iterable[str]) -> Ticket:
+        lengths = self.lengths
+        young = lengths._young
+        pending, counting = self._pending, self._counting
+        unknown: list[str] = []
+        chars = 0
+        for text in texts:
+            chars += len(text)
+            found = young.get(text)
+            if found is None:
+                found = lengths.get(text)
+                if found is None:
+                    unknown.append(text)
+                    if text not in counting:
+                        pending[text] = None
+                    continue
+            fixed += found
+        self.chars += chars
+        return fixed, unknown
+
+    def submit(self) -> Submitted:
+        texts = list(self._pending)
+        self._pending = {}
+        self._counting = dict.fromkeys(texts)
+        self.chars = 0
+        backend = self.backend
+        if not texts or self.threads < 2:
+            return Submitted(texts, backend.count_all(texts))
+        workers = self.threads - 1  # the calling thread has Python work of its own
+        if backend.count_detached is not None:
+            pool = self._executor(workers)
+            if backend.native_threads or workers == 1 or len(texts) < _MIN_PARALLEL_STRINGS:
+                return Submitted(texts, futures=[pool.submit(backend.count_detached, texts, workers)])
+            slices = [texts[i::workers] for i in range(workers)]
+            return Submitted(texts, futures=[pool.submit(backend.count_detached, part, 1) for part in slices])
+        if backend.parallel and len(texts) >= _MIN_PARALLEL_STRINGS:
+            return Submitted(texts, self.lengths.count_all(texts, self._executor(workers), self.threads))
+        return Submitted(texts, backend.count_all(texts))
+
+    def _executor(self, workers: int) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tokenize")
+        return self._pool
+
+    def wait(self, submitted: Submitted) -> None:
+        resolved = dict(zip(submitted.texts, submitted.counts(), strict=True))
+        self.lengths.put_all(resolved)
+        self._previous, self._resolved = self._resolved, resolved
+
+    def resolve(self) -> None:
+        """Submit and wait at once."""
+        self.wait(self.submit())
+
+    def tokens(self, ticket: Ticket) -> int:
+        fixed, unknown = ticket
+        if unknown:
+            resolved, previous = self._resolved, self._previous
+            fixed += sum([resolved[text] if text in resolved else previous[text] for text in unknown])
+        return fixed
 
 
 def example_token_upper_bound(messages: Iterable[Mapping[str, Any]]) -> int:

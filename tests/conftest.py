@@ -27,6 +27,8 @@ RUN_ID = uuid.uuid4().hex[:10]
 DB_NAME = f"tuneforge_test_{RUN_ID}"
 WORK_DIR = Path(tempfile.mkdtemp(prefix="tuneforge-test-"))
 SANDBOX_PORT = free_port()
+# A listener that must never be reached: hostile webhook URLs point at it (tests/e2e/test_ssrf.py).
+CANARY_PORT = free_port()
 
 # The test process and every child it starts read the same settings.
 TEST_ENV = {
@@ -38,11 +40,16 @@ TEST_ENV = {
     "TUNEFORGE_SECRET_KEY": "test-secret-" + RUN_ID,
     "TUNEFORGE_SANDBOX_PORT": str(SANDBOX_PORT),
     "TUNEFORGE_SANDBOX_TIME_SCALE": "0.01",
-    "TUNEFORGE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    # Only the literal 127.0.0.1 (the local receivers): `localhost` must stay a hostile name.
+    "TUNEFORGE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    # The canary's port passes the port rule, so only the address checks stand in the way.
+    "TUNEFORGE_WEBHOOK_ALLOWED_PORTS": f"80,443,{CANARY_PORT}",
     "TUNEFORGE_OPENAI_WEBHOOK_SECRET": "whsec_" + base64.b64encode(os.urandom(32)).decode(),
     "TUNEFORGE_WEBHOOK_RETRY_SCHEDULE": "[0.5, 1, 2]",
     "TUNEFORGE_POLL_INTERVAL_SECONDS": "0.3",
     "TUNEFORGE_SCHEDULER_INTERVAL_SECONDS": "0.5",
+    # Small enough that the gzip-bomb upload test is quick; far above any legitimate test file.
+    "TUNEFORGE_DATASET_MAX_DECOMPRESSED_BYTES": str(64 * 1024 * 1024),
     "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR),
     # A developer's .env (say, with a real OpenAI key) must never reach the test run.
     "TUNEFORGE_ENV_FILE": str(WORK_DIR / "absent.env"),

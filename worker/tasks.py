@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 
 import openai
 from sqlalchemy.orm import Session
 
-from shared import attempts, idempotency, queue
-from shared.config import get_settings
+from shared import attempts, queue, scheduler
 from shared.datasets import service as datasets
 from shared.db import session_scope
 from shared.models import utcnow
@@ -25,6 +23,8 @@ log = logging.getLogger(__name__)
 app = queue.get_celery()
 
 TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+# Longest provider Retry-After honoured as a Celery countdown (longer waits are cut to this).
+MAX_RETRY_AFTER = 600.0
 COMMON = {
     "acks_late": True,
     "reject_on_worker_lost": True,
@@ -32,7 +32,6 @@ COMMON = {
     "soft_time_limit": 540,
     "time_limit": 600,
 }
-STALE_AFTER = timedelta(seconds=120)
 
 
 @app.task(name=TaskName.PREPARE_DATASET.value, max_retries=3, **COMMON)
@@ -54,13 +53,23 @@ def prepare_dataset(dataset_id: str) -> None:
 )
 def submit_tune(tune_id: str) -> None:
     def work() -> None:
-        # Two transactions: the uploaded file id is committed before the job is created, so a
-        # crash in between re-uses the upload instead of paying for it twice.
-        with session_scope() as session:
-            if not tunes.upload_files(session, tune_id):
-                return
-        with session_scope() as session:
-            tunes.create_job(session, tune_id)
+        try:
+            # Two transactions: the uploaded file id is committed before the job is created, so
+            # a crash in between re-uses the upload instead of paying for it twice.
+            with session_scope() as session:
+                if not tunes.upload_files(session, tune_id):
+                    return
+            with session_scope() as session:
+                tunes.create_job(session, tune_id)
+        except TRANSIENT as exc:
+            # Counted in a transaction of its own: past the limit the tune fails with a reason.
+            with session_scope() as session:
+                if tunes.submission_failed(session, tune_id, exc):
+                    return
+            wait = tunes.retry_after(exc)
+            if wait is not None:  # the provider said when to come back: not before
+                raise submit_tune.retry(exc=exc, countdown=min(wait, MAX_RETRY_AFTER)) from exc
+            raise  # Celery backs off and retries; past max_retries the sweep starts it again
 
     _guarded(f"submit:{tune_id}", work, lambda s: tunes.give_up(s, tune_id, "submitting it"))
 
@@ -109,16 +118,7 @@ def _guarded(key: str, work: Callable[[], None], give_up: Callable[[Session], No
 
 @app.task(name=TaskName.SWEEP.value, max_retries=0, expires=30, **COMMON)
 def sweep() -> None:
-    """Re-enqueue every piece of due work the database knows about."""
-    now = utcnow()
-    lease = timedelta(seconds=get_settings().lease_seconds)
+    """Re-enqueue every piece of due work the database knows about, polls within the provider
+    budget (`shared.scheduler`)."""
     with session_scope() as session:
-        for tune_id in tunes.due_polls(session, now=now, lease=lease):
-            queue.enqueue(session, TaskName.POLL_TUNE, tune_id=tune_id)
-        for tune_id in tunes.claim_stuck_submissions(session, now=now, older_than=now - STALE_AFTER):
-            queue.enqueue(session, TaskName.SUBMIT_TUNE, tune_id=tune_id)
-        for dataset_id in datasets.claim_stale(session, now=now, older_than=now - STALE_AFTER):
-            queue.enqueue(session, TaskName.PREPARE_DATASET, dataset_id=dataset_id)
-        for delivery_id in webhooks.due_deliveries(session, now=now, lease=lease):
-            queue.enqueue(session, TaskName.DELIVER_WEBHOOK, delivery_id=delivery_id)
-        idempotency.purge_expired(session, now=now)
+        scheduler.run_pass(session, now=utcnow())

@@ -25,9 +25,18 @@ def create_dataset(
     session: SessionDep,
     principal: PrincipalDep,
     response: Response,
-    file: Annotated[UploadFile, File(description="JSONL: one example per line")],
+    file: Annotated[
+        UploadFile,
+        File(description="JSONL, a JSON array, CSV/TSV or Parquet; optionally gzip-compressed"),
+    ],
     preset: Annotated[str, Form()] = "auto",
     system_prompt: Annotated[str | None, Form()] = None,
+    user_template: Annotated[
+        str | None, Form(description="User message template, e.g. '科室：{department}\n{question}'")
+    ] = None,
+    field_map: Annotated[
+        str | None, Form(description='Preset map: JSON, e.g. {"question": "ask", "answer": "answer"}')
+    ] = None,
     sample_size: Annotated[int | None, Form(ge=1)] = None,
     seed: Annotated[int, Form()] = 0,
     validation_fraction: Annotated[float, Form(ge=0, lt=1)] = 0.0,
@@ -35,16 +44,26 @@ def create_dataset(
     n_epochs: Annotated[int | None, Form(ge=1, le=50)] = None,
     webhook_url: Annotated[str | None, Form()] = None,
     webhook_events: Annotated[list[str] | None, Form()] = None,
+    format: Annotated[
+        str, Form(description="auto (sniffed), jsonl, json (a JSON array), csv, tsv or parquet")
+    ] = "auto",
+    encoding: Annotated[
+        str | None, Form(description="Text encoding, e.g. gbk, gb18030, utf-16; detected when unset")
+    ] = None,
 ) -> dict[str, object]:
     """Upload a file; the worker transforms, validates, counts tokens and quotes it."""
     options = DatasetOptions(
         preset=preset,
         system_prompt=system_prompt or None,
+        user_template=user_template or None,
+        field_map=field_map or None,
         sample_size=sample_size,
         seed=seed,
         validation_fraction=validation_fraction,
         target_model=target_model,
         n_epochs=n_epochs,
+        format=format,
+        encoding=encoding or None,
     )
     dataset = datasets.create(
         session,

@@ -1,46 +1,67 @@
-"""The pure dataset transform: JSONL in, train/validation JSONL and a report out. No DB, no HTTP.
+"""The pure dataset transform: an upload in, train/validation JSONL and a report out. No DB, no HTTP.
 
-One streaming pass. Without `sample_size`, every example is written as soon as it is checked
-(memory does not grow with the file); with it, a seeded reservoir keeps `sample_size` examples
-and writes them at the end, in input order.
+One streaming pass: intake (format, encoding, gzip; intake.py) → mapping (presets) → dedup (exact,
+then normalised; dedup.py) → token limit → sample → split → write. Without `sample_size`, every
+example is written as soon as it is checked (memory does not grow with the file, apart from 32 bytes
+of fingerprints per unique example); with it, a seeded reservoir keeps `sample_size` examples and
+writes them at the end, in input order.
+
+Token counting goes a batch of rows at a time (`_BATCH`): the rows are read, mapped and deduplicated,
+then the batch's distinct strings that the bounded cache does not know are tokenized once, spread
+over threads (tiktoken releases the GIL; `tokenizer_threads`, default: the CPUs available), and the
+batch is finished in input order. Rejections, the token limit, the sample, the split and the
+writes therefore happen exactly as they would one row at a time, whatever the thread count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Mapping
 from datetime import date, timedelta
 from typing import Any, BinaryIO
 
 import orjson
 
+from shared.datasets.columns import TabularColumns
+from shared.datasets.dedup import Deduplicator, Plain, plain_messages
+from shared.datasets.formats import DatasetInvalid
+from shared.datasets.intake import DEFAULT_MAX_DECOMPRESSED_BYTES, check_options, open_intake
 from shared.datasets.presets import (
     CHAT_TOP_LEVEL_KEYS,
+    DETECTION_HINT,
     MAPPERS,
-    PRESETS,
+    ROLES,
+    MappingOptions,
     RowRejected,
     detect_preset,
     question_key,
+    resolve_preset,
 )
 from shared.datasets.report import DatasetReport, ErrorLog, TokenStats, too_few_error
 from shared.errors import InvalidInput
 from shared.pricing import quote, resolve_model, validate_n_epochs
-from shared.tokens import count_example_tokens, encoding_for_model, example_token_upper_bound
+from shared.tokens import (
+    ExampleCounter,
+    Submitted,
+    encoding_for_model,
+    example_messages_for_stats,
+    training_example_token_upper_bound,
+)
 
-_BOM = b"\xef\xbb\xbf"
-# A line longer than this is rejected without being held in memory whole (DESIGN §11).
-MAX_LINE_BYTES = 16 * 1024 * 1024
-# A file whose first lines hold no usable row is not a dataset; stop instead of reading gigabytes.
+__all__ = ["DatasetInvalid", "dataset_problem", "prepare"]
+
+# A file whose first rows hold no usable row is not a dataset; stop instead of reading gigabytes.
 _GIVE_UP_AFTER_LINES = 1000
 _SHUTDOWN_WARNING_DAYS = 90
 _CHAT_KEYS = frozenset(CHAT_TOP_LEVEL_KEYS)
-
-
-class DatasetInvalid(InvalidInput):
-    """The upload is not a dataset at all (empty, binary, not JSONL, no recognisable rows)."""
-
-    code = "invalid_dataset"
+# Rows per token-counting batch: big enough to keep the threads busy, small enough that a batch's
+# examples are a few MiB; a batch of long examples ends early, at _BATCH_CHARS characters.
+_BATCH = 2048
+_BATCH_CHARS = 1 << 21
+# A row waiting for its batch's counts: (line, example, ticket, roles of a plain example or None),
+# or (line, None, (code, message), None) for a rejected row.
+_Pending = tuple[int, Any, Any, Any]
 
 
 def prepare(
@@ -50,40 +71,51 @@ def prepare(
     validation_out: BinaryIO,
     preset: str = "auto",
     system_prompt: str | None = None,
+    user_template: str | None = None,
+    field_map: Mapping[str, str] | str | None = None,
     sample_size: int | None = None,
     seed: int = 0,
     validation_fraction: float = 0.0,
     target_model: str = "gpt-4o-mini-2024-07-18",
     n_epochs: int | None = None,
     error_limit: int = 100,
+    format: str = "auto",
+    encoding: str | None = None,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    tokenizer_threads: int | None = None,
 ) -> DatasetReport:
-    """Turn a JSONL upload into chat-format train/validation JSONL and return the report.
+    """Turn an upload into chat-format train/validation JSONL and return the report.
 
-    Input: UTF-8 JSONL, with or without a BOM, LF or CRLF; blank lines are skipped. Bad rows
-    never raise: each is rejected with a 1-based line number and a code (`invalid_json`,
-    `not_an_object`, `missing_field`, `invalid_field_type`, `empty_content`, `line_too_long`, the
-    cookbook's seven chat checks, `invalid_weight`, `too_many_tokens` above the target model's
-    per-example limit) and counted in `skipped`.
+    Input (intake.py): JSONL, a JSON array, CSV/TSV or Parquet (`format`, default sniffed), each
+    optionally gzip-compressed; UTF-8 with or without a BOM, UTF-16/32 with a BOM, GB18030/GBK
+    (detected, or named by `encoding`); LF or CRLF; blank lines are skipped. Bad rows never raise:
+    each is rejected with a 1-based line number (formats.py says what `line` means per format)
+    and a code (`invalid_json`, `invalid_encoding`, `too_deep`, `line_too_long`/`row_too_long`,
+    `truncated_json`, `wrong_field_count`, `unterminated_quote`, `invalid_csv`, the presets'
+    codes such as `not_an_object`, `missing_field`, `empty_content` and the cookbook's seven chat
+    checks, `too_many_tokens` above the target model's per-example limit) and counted in
+    `skipped`. Duplicate examples (dedup.py) are dropped and counted in `duplicates`.
 
-    `preset="auto"` picks `chat` or `huatuo` from the first object row with a known key.
+    `preset="auto"` picks a preset with `presets.detect_preset` from the first object row with a
+    known key; CSV/TSV/Parquet columns named like a question and an answer (e.g. `ask`/`answer`)
+    are read as huatuo's (columns.py; `report.mapped_columns` says so).
     `system_prompt` is added to huatuo rows, and to chat rows that have no system message.
     `sample_size`: seeded reservoir sample of the valid examples, written in input order.
     `validation_fraction`: each example goes to validation when a seeded hash of its normalised
     first user message falls below the fraction, so duplicate questions never straddle the split
     (the realised share is therefore close to, not exactly, the fraction).
+    `tokenizer_threads`: threads that tokenize (default `shared.tokens.default_threads()`); the
+    outputs and the report do not depend on it.
 
-    Raises `InvalidInput` for bad arguments (unknown preset or model, n_epochs, sample_size,
-    validation_fraction) before reading, and `DatasetInvalid` when the file holds no data at all
-    (then whatever was written to the outputs must be discarded). Fewer than 10 training
-    examples does not raise: the report comes back with `error.code == "too_few_examples"`
-    (`report.ok` is False) so the caller can fail the dataset and still keep the report.
+    Raises `InvalidInput` for bad arguments (unknown preset, format, encoding or model, n_epochs,
+    sample_size, validation_fraction) before reading, and `DatasetInvalid` when the file holds no
+    data at all, is binary, a gzip bomb or damaged (then whatever was written to the outputs must
+    be discarded). Fewer than 10 training examples does not raise: the report comes back with
+    `error.code == "too_few_examples"` (`report.ok` is False) so the caller can fail the dataset
+    and still keep the report.
     """
-    if preset not in PRESETS:
-        raise InvalidInput(
-            f"Unknown preset '{preset}'; supported presets: {', '.join(PRESETS)}",
-            code="unknown_preset",
-            param="preset",
-        )
+    options = MappingOptions(system_prompt=system_prompt, user_template=user_template, field_map=field_map)
+    preset = resolve_preset(preset, options)
     if sample_size is not None and (isinstance(sample_size, bool) or sample_size < 1):
         raise InvalidInput(
             "sample_size must be a positive integer", code="invalid_sample_size", param="sample_size"
@@ -96,21 +128,28 @@ def prepare(
         )
     if n_epochs is not None:
         validate_n_epochs(n_epochs)
+    check_options(format, encoding)
     if error_limit < 0:
         raise ValueError("error_limit must be >= 0")
+    if tokenizer_threads is not None and tokenizer_threads < 1:
+        raise ValueError("tokenizer_threads must be >= 1")
     run = _Run(
         train_out=train_out,
         validation_out=validation_out,
         preset=preset,
-        system_prompt=(system_prompt or "").strip() or None,
+        options=options,
         sample_size=sample_size,
         seed=seed,
         validation_fraction=validation_fraction,
         target_model=target_model,
         error_limit=error_limit,
+        tokenizer_threads=tokenizer_threads,
     )
-    run.consume(source)
-    return run.finish(n_epochs)
+    try:
+        run.consume(source, format=format, encoding=encoding, max_decompressed_bytes=max_decompressed_bytes)
+        return run.finish(n_epochs)
+    finally:
+        run.counter.close()
 
 
 def dataset_problem(report: DatasetReport) -> tuple[str, str] | None:
@@ -120,25 +159,7 @@ def dataset_problem(report: DatasetReport) -> tuple[str, str] | None:
     return report.error["code"], report.error["message"]
 
 
-def _lines(source: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
-    """(1-based line number, bytes) per physical line; None for a line over MAX_LINE_BYTES."""
-    number = 0
-    while True:
-        chunk = source.readline(MAX_LINE_BYTES + 1)
-        if not chunk:
-            return
-        number += 1
-        if len(chunk) > MAX_LINE_BYTES:
-            while chunk and not chunk.endswith(b"\n"):
-                chunk = source.readline(MAX_LINE_BYTES)
-            yield number, None
-            continue
-        yield number, chunk
-
-
 def _validation_side(key: str, seed: int, fraction: float) -> bool:
-    if fraction <= 0.0:
-        return False
     digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
@@ -150,17 +171,18 @@ class _Run:
         train_out: BinaryIO,
         validation_out: BinaryIO,
         preset: str,
-        system_prompt: str | None,
+        options: MappingOptions,
         sample_size: int | None,
         seed: int,
         validation_fraction: float,
         target_model: str,
         error_limit: int,
+        tokenizer_threads: int | None = None,
     ) -> None:
         self.train_out = train_out
         self.validation_out = validation_out
         self.preset = preset
-        self.system_prompt = system_prompt
+        self.options = options
         self.sample_size = sample_size
         self.seed = seed
         self.fraction = validation_fraction
@@ -176,136 +198,223 @@ class _Run:
         self.no_system = 0
         self.no_user = 0
         self.dropped_keys = 0
+        self.dedup = Deduplicator()
+        self.format = "jsonl"
+        self.columns = TabularColumns("jsonl")
+        self.intake_warnings: list[dict[str, str]] = []
+        self.counter = ExampleCounter(self.encoding.name, tokenizer_threads)
+        # Rows waiting for their batch's token counts, in input order (`_Pending`). While one
+        # batch is read, the batch before it may still be counting (`counting`).
+        self.batch: list[_Pending] = []
+        self.counting: tuple[list[_Pending], Submitted] | None = None
+        self.train_lines: list[bytes] = []
+        self.validation_lines: list[bytes] = []
+        self.plain_chat = options.user_template is None
 
-    def consume(self, source: BinaryIO) -> None:
+    def consume(
+        self, source: BinaryIO, *, format: str, encoding: str | None, max_decompressed_bytes: int
+    ) -> None:
+        intake = open_intake(
+            source, format=format, encoding=encoding, max_decompressed_bytes=max_decompressed_bytes
+        )
         report = self.report
-        for number, raw in _lines(source):
-            if raw is not None and number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            if raw is not None and not raw.strip():
-                report.blank_lines += 1
-                continue
+        self.format = report.format = intake.format
+        report.format_detected = intake.format_detected
+        report.encoding, report.encoding_detected = intake.encoding, intake.encoding_detected
+        report.compression, report.bom = intake.compression, intake.bom
+        self.intake_warnings = intake.warnings
+        self.columns = TabularColumns(intake.format)
+        for number, value, error in intake.records():
             report.rows_read += 1
-            if raw is None:
-                self.errors.add(number, "line_too_long", f"Line is longer than {MAX_LINE_BYTES} bytes")
+            if error is None:
+                self._row(number, value)
             else:
-                self._row(number, raw)
+                self.batch.append((number, None, error, None))
             if report.rows_read == _GIVE_UP_AFTER_LINES:
+                self._drain()
                 self._check_is_data()
+            elif len(self.batch) >= _BATCH or self.counter.chars >= _BATCH_CHARS:
+                self._next_batch()
+        self._drain()
+        report.blank_lines = intake.blank_lines
 
     def _check_is_data(self) -> None:
         rows = self.report.rows_read
         if not rows:
-            raise DatasetInvalid("The file is empty", code="empty_file", param="file")
-        if not self.objects:
+            raise DatasetInvalid(
+                "The file holds no rows (it is empty or blank, or a CSV/TSV header alone)",
+                code="empty_file",
+                param="file",
+            )
+        first = self.errors.errors[0] if self.errors.errors else None
+        first_problem = f" First problem, line {first['line']}: {first['message']}" if first else ""
+        if not self.objects and self.format == "jsonl":
             raise DatasetInvalid(
                 f"None of the first {rows} non-blank line(s) is a JSON object; expected JSONL "
-                "(one JSON object per line, UTF-8)",
+                "(one JSON object per line), a JSON array, CSV/TSV or Parquet." + first_problem,
                 code="not_jsonl",
                 param="file",
             )
-        if self.preset == "auto":
+        if not self.objects and self.format == "json":
             raise DatasetInvalid(
-                f"Could not detect the preset: none of the first {rows} row(s) has "
-                "'questions'/'answers' or 'messages'; name the preset explicitly",
+                f"None of the first {rows} element(s) of the JSON array is an object; expected an "
+                "array of JSON objects." + first_problem,
+                code="no_objects",
+                param="file",
+            )
+        if self.preset == "auto" and self.objects:
+            raise DatasetInvalid(
+                f"Could not detect the preset: none of the first {rows} row(s) has {DETECTION_HINT}"
+                f"{self.columns.hint()}; name the preset explicitly",
                 code="preset_not_detected",
                 param="preset",
             )
 
-    def _row(self, number: int, raw: bytes) -> None:
-        # Text never holds NUL bytes; until a row has parsed, one means a binary upload.
-        if not self.objects and b"\x00" in raw:
-            raise DatasetInvalid(
-                "The file looks binary (NUL bytes); expected UTF-8 JSONL", code="not_jsonl", param="file"
-            )
-        try:
-            row = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.errors.add(number, "invalid_json", self._json_error_message(raw))
-            return
+    def _row(self, number: int, row: Any) -> None:
         if isinstance(row, dict):
             self.objects += 1
+            if not self.columns.decided:  # tabular files: question/answer-like columns (columns.py)
+                self.columns.decide(row, self.preset, detect_preset)
+                self.report.mapped_columns = self.columns.mapped
+            if self.columns.rename:
+                row = self.columns.apply(row)
         if self.preset == "auto":
             if not isinstance(row, dict):
-                self.errors.add(number, "not_an_object", "Row is not a JSON object")
+                self._reject(number, "not_an_object", "Row is not a JSON object")
                 return
             detected = detect_preset(row)
             if detected is None:
-                self.errors.add(
+                self._reject(
                     number,
                     "missing_field",
-                    "Row has none of the fields of a known preset ('questions'/'answers' or "
-                    f"'messages'); found: {', '.join(sorted(row)[:10]) or 'no fields'}",
+                    "Row has none of the fields of a known preset; found: "
+                    f"{', '.join(sorted(row)[:10]) or 'no fields'}",
                 )
                 return
-            self.preset = self.report.preset = detected
+            self.preset = self.report.preset = resolve_preset(detected, self.options)
+        if self.preset == "chat" and self.plain_chat and type(row) is dict and len(row) == 1:
+            found = plain_chat_example(row, self.options.system_prompt)
+            if found is not None:
+                self._example(number, *found)
+                return
         try:
-            example = MAPPERS[self.preset](row, self.system_prompt)
+            example = MAPPERS[self.preset](row, self.options)
         except RowRejected as rejected:
-            self.errors.add(number, rejected.code, rejected.message)
+            self._reject(number, rejected.code, rejected.message)
             return
         if self.preset == "chat" and row.keys() - _CHAT_KEYS:
             self.dropped_keys += 1
-        self._example(number, example)
+        self._example(number, example, plain_messages(example))
 
-    @staticmethod
-    def _json_error_message(raw: bytes) -> str:
+    def _reject(self, number: int, code: str, message: str) -> None:
+        self.batch.append((number, None, (code, message), None))
+
+    def _example(self, number: int, example: dict[str, Any], plain: Plain | None) -> None:
         try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "Line is not valid UTF-8 (convert the file to UTF-8)"
-        return "Line is not valid JSON"
-
-    def _example(self, number: int, example: dict[str, Any]) -> None:
-        tokens: int | None = None
-        # Sampled runs only tokenize what they keep, unless the example might be over the limit.
-        if self.sample_size is None or example_token_upper_bound(example["messages"]) > self.limit:
-            tokens = count_example_tokens(example["messages"], self.encoding)
-            if tokens > self.limit:
-                self.errors.add(
-                    number,
-                    "too_many_tokens",
-                    f"Example has {tokens} tokens; {self.model.name} accepts at most {self.limit}",
-                )
+            if self.dedup.duplicate_of(example, plain) is not None:
                 return
-        index = self.report.valid_examples
-        self.report.valid_examples += 1
-        if self.sample_size is None:
-            self._write(example, tokens)  # type: ignore[arg-type]
-        elif len(self.reservoir) < self.sample_size:
-            self.reservoir.append((index, example, tokens))
-        else:
-            slot = self.rng.randrange(index + 1)
-            if slot < self.sample_size:
-                self.reservoir[slot] = (index, example, tokens)
+        except TypeError as exc:  # orjson cannot write it (nesting over 255 levels), so neither can we
+            code = "too_deep" if "ecursion" in str(exc) else "invalid_value"
+            self._reject(number, code, f"Example cannot be written as JSON: {exc}")
+            return
+        ticket = None
+        # Sampled runs only tokenize what they keep, unless the example might be over the limit.
+        if self.sample_size is None or training_example_token_upper_bound(example) > self.limit:
+            ticket = self.counter.add(example) if plain is None else self.counter.add_plain(*plain)
+        self.batch.append((number, example, ticket, None if plain is None else plain[0]))
 
-    def _write(self, example: dict[str, Any], tokens: int) -> None:
-        line = orjson.dumps(example) + b"\n"
-        roles = {m.get("role") for m in example["messages"]}
+    def _next_batch(self) -> None:
+        """Start counting this batch's strings, then finish the batch before it."""
+        submitted = self.counter.submit()
+        if self.counting is not None:
+            self._finish(*self.counting)
+        self.counting = (self.batch, submitted)
+        self.batch = []
+
+    def _drain(self) -> None:
+        """Finish every row read so far."""
+        self._next_batch()
+        if self.counting is not None:
+            self._finish(*self.counting)
+            self.counting = None
+
+    def _finish(self, batch: list[_Pending], submitted: Submitted) -> None:
+        """Take the batch's token counts, then finish its rows in input order."""
+        counter = self.counter
+        counter.wait(submitted)
+        errors, report, limit, sample_size = self.errors, self.report, self.limit, self.sample_size
+        count = counter.tokens
+        for number, example, ticket, roles in batch:
+            if example is None:
+                errors.add(number, *ticket)
+                continue
+            tokens: int | None = None
+            if ticket is not None:
+                tokens = ticket[0] if not ticket[1] else count(ticket)
+                if tokens > limit:
+                    errors.add(
+                        number,
+                        "too_many_tokens",
+                        f"Example has {tokens} tokens; {self.model.name} accepts at most {limit}",
+                    )
+                    continue
+            index = report.valid_examples
+            report.valid_examples += 1
+            if sample_size is None:
+                self._write(example, tokens, roles)  # type: ignore[arg-type]
+            elif len(self.reservoir) < sample_size:
+                self.reservoir.append((index, example, tokens))
+            else:
+                slot = self.rng.randrange(index + 1)
+                if slot < sample_size:
+                    self.reservoir[slot] = (index, example, tokens)
+        self._flush_lines()
+
+    def _write(self, example: dict[str, Any], tokens: int, roles: Collection[Any] | None = None) -> None:
+        """Queue the example's line for its split (`_flush_lines` writes them) and count it.
+        `roles`: its messages' roles when the caller has them (plain examples)."""
+        line = orjson.dumps(example, option=orjson.OPT_APPEND_NEWLINE)
+        if roles is None:
+            roles = {m.get("role") for m in example_messages_for_stats(example)}
         self.no_system += "system" not in roles
         self.no_user += "user" not in roles
-        if _validation_side(question_key(example), self.seed, self.fraction):
-            self.validation_out.write(line)
+        if self.fraction > 0.0 and _validation_side(question_key(example), self.seed, self.fraction):
+            self.validation_lines.append(line)
             self.report.validation_examples += 1
             self.report.validation_tokens += tokens
         else:
-            self.train_out.write(line)
+            self.train_lines.append(line)
             self.report.train_examples += 1
             self.train_tokens.add(tokens)
+
+    def _flush_lines(self) -> None:
+        """One write per output and batch: a system call per 8 KiB line buffer costs as much as the
+        JSON encoding."""
+        if self.train_lines:
+            self.train_out.write(b"".join(self.train_lines))
+            self.train_lines.clear()
+        if self.validation_lines:
+            self.validation_out.write(b"".join(self.validation_lines))
+            self.validation_lines.clear()
 
     def finish(self, n_epochs: int | None) -> DatasetReport:
         report = self.report
         self._check_is_data()
         self.reservoir.sort(key=lambda item: item[0])
-        for _, example, tokens in self.reservoir:
-            if tokens is None:
-                tokens = count_example_tokens(example["messages"], self.encoding)
-            self._write(example, tokens)
+        counter = self.counter
+        for start in range(0, len(self.reservoir), _BATCH):
+            kept = self.reservoir[start : start + _BATCH]
+            tickets = [counter.add(example) if tokens is None else None for _, example, tokens in kept]
+            counter.resolve()
+            for (_, example, tokens), ticket in zip(kept, tickets, strict=True):
+                self._write(example, tokens if ticket is None else counter.tokens(ticket))
+            self._flush_lines()
         self.reservoir.clear()
         report.examples = report.train_examples + report.validation_examples
         report.errors = self.errors.errors
         report.errors_total = report.skipped = self.errors.total
         report.error_counts = dict(self.errors.counts)
+        report.duplicates = self.dedup.to_dict()
         report.tokens = self.train_tokens.to_dict()
         report.quote = quote(
             self.model.name,
@@ -319,11 +428,12 @@ class _Run:
 
     def _warnings(self) -> list[dict[str, Any]]:
         report = self.report
-        found: list[dict[str, Any]] = []
+        found: list[dict[str, Any]] = list(self.intake_warnings)
 
         def warn(code: str, message: str) -> None:
             found.append({"code": code, "message": message})
 
+        found += [w for w in (self.columns.warning(report.preset), self.dedup.warning()) if w]
         if self.no_system:
             warn("missing_system_message", f"{self.no_system} example(s) have no system message")
         if self.no_user:
@@ -347,3 +457,33 @@ class _Run:
             verb = "shut down" if shutdown <= date.today() else "shuts down"
             warn("model_shutdown", f"{self.model.name} {verb} on {shutdown.isoformat()}")
         return found
+
+
+def plain_chat_example(row: dict[str, Any], system_prompt: str | None) -> tuple[dict[str, Any], Plain] | None:
+    """What `map_chat` makes of the commonest chat row, `{"messages": [...]}` whose every message is
+    exactly a known role and non-blank string content with an assistant among them, and the
+    example's `plain_messages`, without the general checks; None for any other row (then `map_chat`
+    decides, and reports what is wrong)."""
+    messages = row.get("messages")
+    if type(messages) is not list or not messages:
+        return None
+    roles: list[str] = []
+    contents: list[str] = []
+    for message in messages:
+        if type(message) is not dict or len(message) != 2:
+            return None
+        role = message.get("role")
+        content = message.get("content")
+        if type(role) is not str or type(content) is not str or role not in ROLES:
+            return None
+        if not content or content.isspace():
+            return None
+        roles.append(role)
+        contents.append(content)
+    if "assistant" not in roles:
+        return None
+    if system_prompt and "system" not in roles:
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+        roles.insert(0, "system")
+        contents.insert(0, system_prompt)
+    return {"messages": messages}, (tuple(roles), tuple(contents))

@@ -72,13 +72,25 @@ class TokenStats:
 class DatasetReport:
     """What `prepare` found and produced.
 
-    - `rows_read`: non-blank input lines; `blank_lines` are skipped silently.
-    - `valid_examples`: valid examples in the whole input (before sampling); `examples` =
+    - `format` (`jsonl`, `json`, `csv`, `tsv`, `parquet`), `encoding` (Python's codec name, e.g.
+      `utf-8`, `gb18030`, `utf-16`; None for Parquet), `compression` (`gzip` or None), `bom`:
+      what intake read; `format_detected` / `encoding_detected`: sniffed (True) or given as
+      options (False).
+    - `rows_read`: records read: non-blank lines (JSONL), elements (JSON array), data rows after
+      the header (CSV/TSV), rows (Parquet); `blank_lines` (and all-blank CSV rows) are skipped
+      silently. `rows_read == valid_examples + skipped + duplicates["exact"] +
+      duplicates["normalised"]`.
+    - `valid_examples`: unique valid examples in the whole input (before sampling); `examples` =
       `train_examples` + `validation_examples`, the ones written (after sampling and splitting),
       so a sample of 100 is a dataset of 100 examples.
+    - `duplicates`: examples dropped as copies of an earlier one: `exact` (same JSON) and
+      `normalised` (same after case, width, whitespace and punctuation are normalised).
+    - `mapped_columns`: for CSV/TSV/Parquet read as huatuo, `{"questions": column, "answers":
+      column}` when those columns have other names (e.g. `ask`/`answer`); None otherwise.
     - `skipped`: rejected rows; every one has an entry in `error_counts` and `errors_total`
       (so `skipped == errors_total`), but only the first `error_limit` are listed in `errors`
-      as `{"line", "code", "message"}` with 1-based line numbers.
+      as `{"line", "code", "message"}` with 1-based line numbers (per format: the physical line
+      where the row starts; Parquet: the row number).
     - `tokens`: statistics over the train examples; `quote`: training cost of the train split
       (validation tokens are not billed).
     - `error`: `None` when the dataset can be used for fine-tuning; otherwise
@@ -87,6 +99,12 @@ class DatasetReport:
     """
 
     preset: str
+    format: str | None = None
+    format_detected: bool = False
+    encoding: str | None = None
+    encoding_detected: bool = False
+    compression: str | None = None
+    bom: bool = False
     rows_read: int = 0
     blank_lines: int = 0
     valid_examples: int = 0
@@ -97,6 +115,8 @@ class DatasetReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
     errors_total: int = 0
     error_counts: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=lambda: {"exact": 0, "normalised": 0})
+    mapped_columns: dict[str, str] | None = None
     tokens: dict[str, Any] = field(default_factory=lambda: TokenStats().to_dict())
     validation_tokens: int = 0
     quote: dict[str, Any] = field(default_factory=dict)

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from shared import blobs, pricing, queue, tokens
 from shared.config import get_settings
-from shared.datasets import pipeline
+from shared.datasets import intake, pipeline
+from shared.datasets.presets import MappingOptions, resolve_preset
 from shared.errors import DomainError, InvalidInput, InvalidState, NotFound, PayloadTooLarge
 from shared.ids import new_id
 from shared.models import Dataset, unix
@@ -24,8 +25,6 @@ from shared.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
-# alpaca, sharegpt and dpo arrive with the dataset engine (issue 3); refuse them up front until then.
-PRESETS = ("auto", "huatuo", "chat")
 PENDING, PROCESSING, READY, FAILED = "pending", "processing", "ready", "failed"
 
 
@@ -33,19 +32,25 @@ PENDING, PROCESSING, READY, FAILED = "pending", "processing", "ready", "failed"
 class DatasetOptions:
     preset: str = "auto"
     system_prompt: str | None = None
+    # See shared/datasets/presets: a str.format template for the user message, and the columns
+    # of preset `map` (a dict, or its JSON text as it arrives in a form field).
+    user_template: str | None = None
+    field_map: dict[str, str] | str | None = None
     sample_size: int | None = None
     seed: int = 0
     validation_fraction: float = 0.0
     target_model: str = "gpt-4o-mini-2024-07-18"
     n_epochs: int | None = None
+    # How to read the upload (DESIGN §7): auto|jsonl|json|csv|tsv|parquet, and a text encoding
+    # (None: detected). Unknown values fail the request with invalid_format / invalid_encoding.
+    format: str = "auto"
+    encoding: str | None = None
 
     def check(self) -> None:
-        if self.preset not in PRESETS:
-            raise InvalidInput(
-                f"Unknown preset {self.preset!r}; use one of {list(PRESETS)}.",
-                code="invalid_preset",
-                param="preset",
-            )
+        mapping = MappingOptions(
+            system_prompt=self.system_prompt, user_template=self.user_template, field_map=self.field_map
+        )
+        resolve_preset(self.preset, mapping)
         if self.sample_size is not None and self.sample_size < 1:
             raise InvalidInput(
                 "sample_size must be at least 1.", code="invalid_sample_size", param="sample_size"
@@ -59,6 +64,7 @@ class DatasetOptions:
         if self.n_epochs is not None:
             pricing.validate_n_epochs(self.n_epochs)
         pricing.resolve_model(self.target_model)
+        intake.check_options(self.format, self.encoding)
 
 
 def create(
@@ -166,12 +172,17 @@ def prepare(session: Session, dataset_id: str) -> None:
                 validation_out=validation_out,
                 preset=opts.preset,
                 system_prompt=opts.system_prompt,
+                user_template=opts.user_template,
+                field_map=opts.field_map,
                 sample_size=opts.sample_size,
                 seed=opts.seed,
                 validation_fraction=opts.validation_fraction,
                 target_model=opts.target_model,
                 n_epochs=opts.n_epochs,
                 error_limit=get_settings().dataset_error_limit,
+                format=opts.format,
+                encoding=opts.encoding,
+                max_decompressed_bytes=get_settings().dataset_max_decompressed_bytes,
             )
     except DomainError as exc:
         _finish(session, dataset, FAILED, report=None, error=(exc.code, exc.message))
@@ -217,9 +228,7 @@ def quote(session: Session, dataset: Dataset, *, model: str, n_epochs: int | Non
     encoding = tokens.encoding_for_model(model)
     with blobs.open_read(dataset.train_blob) as handle:
         counts = [
-            tokens.count_example_tokens(orjson.loads(line)["messages"], encoding)
-            for line in handle
-            if line.strip()
+            tokens.count_training_example(orjson.loads(line), encoding) for line in handle if line.strip()
         ]
     return pricing.quote(model, example_token_counts=counts, n_epochs=n_epochs).to_dict()
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import openai
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared import blobs, pricing, providers, queue
@@ -27,10 +27,12 @@ from shared.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
-# Failures in a row while polling before we give up on a job we cannot see any more.
-MAX_POLL_FAILURES = 30
 MAX_POLL_BACKOFF = 300.0
 METADATA_KEY = "tuneforge_tune_id"
+# Provider errors that may pass: the worker retries them, and gives up after
+# TUNEFORGE_PROVIDER_MAX_FAILURES of them in a row. Any other error status is a refusal.
+TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+RETRYABLE_STATUSES = frozenset({408, 409})
 
 
 def create(
@@ -195,13 +197,19 @@ def upload_files(session: Session, tune_id: str) -> bool:
     dataset = datasets.get(session, project_id=tune.project_id, dataset_id=tune.dataset_id)
     transition(session, tune, states.UPLOADING, "Uploading the training file to the provider.")
     client = _client(tune)
-    if tune.provider_file_id is None:
-        tune.provider_file_id = _upload(client, dataset.train_blob, f"{dataset.id}-train.jsonl")
-    has_validation = bool((dataset.report or {}).get("validation_examples"))
-    if has_validation and dataset.validation_blob and tune.provider_validation_file_id is None:
-        tune.provider_validation_file_id = _upload(
-            client, dataset.validation_blob, f"{dataset.id}-validation.jsonl"
-        )
+    try:
+        if tune.provider_file_id is None:
+            tune.provider_file_id = _upload(client, dataset.train_blob, f"{dataset.id}-train.jsonl")
+        has_validation = bool((dataset.report or {}).get("validation_examples"))
+        if has_validation and dataset.validation_blob and tune.provider_validation_file_id is None:
+            tune.provider_validation_file_id = _upload(
+                client, dataset.validation_blob, f"{dataset.id}-validation.jsonl"
+            )
+    except openai.APIStatusError as exc:
+        if not _refused(exc):
+            raise
+        fail(session, tune, "provider_rejected", _refusal("the training file", exc))
+        return False
     session.flush()
     return True
 
@@ -211,12 +219,12 @@ def create_job(session: Session, tune_id: str) -> None:
     if tune is None or tune.status != states.UPLOADING or tune.provider_job_id is not None:
         return
     client = _client(tune)
-    # A create whose response was lost may still have made the job: look for our id first.
-    job = _find_job(client, tune.id)
-    message = f"Found provider job {job.id} created by an earlier attempt." if job else ""
-    if job is None:
-        hyperparameters: dict[str, Any] = {"n_epochs": tune.n_epochs or "auto"}
-        try:
+    try:
+        # A create whose response was lost may still have made the job: look for our id first.
+        job = _find_job(client, tune.id)
+        message = f"Found provider job {job.id} created by an earlier attempt." if job else ""
+        if job is None:
+            hyperparameters: dict[str, Any] = {"n_epochs": tune.n_epochs or "auto"}
             # No SDK retries here: a blind retry of a create can double-bill; the task retries
             # instead, and then finds the job above if the first attempt did create it.
             job = client.with_options(max_retries=0).fine_tuning.jobs.create(
@@ -227,14 +235,20 @@ def create_job(session: Session, tune_id: str) -> None:
                 metadata={**(tune.user_metadata or {}), METADATA_KEY: tune.id},
                 method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
             )
-        except openai.BadRequestError as exc:
-            fail(session, tune, "provider_rejected", f"The provider refused the job: {_error_message(exc)}")
-            return
-        message = f"Submitted as provider job {job.id}."
+            message = f"Submitted as provider job {job.id}."
+    except openai.APIStatusError as exc:
+        if not _refused(exc):
+            raise
+        fail(session, tune, "provider_rejected", _refusal("the job", exc))
+        return
+    tune.poll_failures = 0
     tune.provider_job_id = job.id
     tune.next_poll_at = utcnow()
     transition(session, tune, states.SUBMITTED, message)
-    apply_job(session, tune, job)
+    if job.status not in states.TERMINAL:
+        # A job adopted after it finished is left to the poll due now: it copies the events,
+        # checkpoints and result metrics along with the final status.
+        apply_job(session, tune, job)
 
 
 def poll(session: Session, tune_id: str, *, now: datetime | None = None) -> None:
@@ -249,13 +263,15 @@ def poll(session: Session, tune_id: str, *, now: datetime | None = None) -> None
         if job.status == states.SUCCEEDED:
             sync.copy_checkpoints(session, tune, client)
             sync.copy_result_metrics(session, tune, client, list(job.result_files or []))
-    except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-        _poll_failed(session, tune, now, exc)
-        return
     except openai.NotFoundError:
         fail(
             session, tune, "provider_job_missing", f"The provider no longer knows job {tune.provider_job_id}."
         )
+        return
+    except (openai.APIConnectionError, openai.APIStatusError) as exc:
+        # Unreachable, throttled, failing, or refusing us (a revoked key): backed off and counted,
+        # so a provider that never recovers fails the tune instead of being polled forever.
+        _poll_failed(session, tune, now, exc)
         return
     tune.poll_failures = 0
     apply_job(session, tune, job)
@@ -284,6 +300,27 @@ def control_upstream(session: Session, tune_id: str, action: str) -> None:
     session.flush()
 
 
+def submission_failed(session: Session, tune_id: str, exc: openai.APIError) -> bool:
+    """Count a transient failure to upload or create the job (the caller's own transaction was
+    rolled back); True when that was one too many and the tune has failed, so stop retrying."""
+    tune = _lock(session, tune_id)
+    if tune is None or tune.status not in (states.CREATED, states.UPLOADING):
+        return True
+    tune.poll_failures += 1  # provider failures in a row, whether submitting or polling
+    session.flush()
+    if tune.poll_failures < get_settings().provider_max_failures:
+        return False
+    fail(
+        session,
+        tune,
+        "provider_unreachable",
+        f"The provider failed {tune.poll_failures} attempts in a row to take this tune (last error: "
+        f"{exc}). No provider job is recorded for it (one with metadata {METADATA_KEY}={tune.id} "
+        "would be an orphan to cancel); check the provider's status, then start the tune again.",
+    )
+    return True
+
+
 def give_up(session: Session, tune_id: str, doing: str) -> None:
     tune = _lock(session, tune_id)
     if tune is None or tune.status in states.TERMINAL:
@@ -309,18 +346,28 @@ def nudge(session: Session, *, provider_job_id: str) -> str | None:
 
 
 def due_polls(session: Session, *, now: datetime, lease: timedelta, limit: int = 100) -> list[str]:
+    """Claim up to `limit` tunes whose poll is due, most overdue first; the rest stay due for the
+    next pass (the sweep's provider budget sets `limit`).
+
+    Rows another transaction holds (a second scheduler's pass, a poll in progress) are skipped,
+    not waited for; pushing `next_poll_at` out by `lease` keeps a claimed tune from being handed
+    out again until the lease runs out. The scan walks `ix_tune_next_poll_at` (only followed
+    tunes are in it) in order and stops after `limit` rows, however many are due."""
     stmt = (
-        select(Tune)
+        select(Tune.id)
         .where(Tune.next_poll_at <= now, Tune.status.not_in(states.TERMINAL))
         .order_by(Tune.next_poll_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    rows = list(session.scalars(stmt))
-    for tune in rows:
-        tune.next_poll_at = now + lease
-    session.flush()
-    return [tune.id for tune in rows]
+    ids = list(session.scalars(stmt))
+    for start in range(0, len(ids), _CLAIM_CHUNK):
+        chunk = ids[start : start + _CLAIM_CHUNK]
+        session.execute(update(Tune).where(Tune.id.in_(chunk)).values(next_poll_at=now + lease))
+    return ids
+
+
+_CLAIM_CHUNK = 5000  # ids per UPDATE, well under the driver's bound-parameter limit
 
 
 def claim_stuck_submissions(
@@ -365,7 +412,8 @@ def _lock(session: Session, tune_id: str) -> Tune | None:
 
 def _poll_failed(session: Session, tune: Tune, now: datetime, exc: openai.APIError) -> None:
     tune.poll_failures += 1
-    if tune.poll_failures >= MAX_POLL_FAILURES:
+    # Failures in a row while polling before we give up on a job we cannot see any more.
+    if tune.poll_failures >= get_settings().provider_max_failures:
         fail(
             session,
             tune,
@@ -377,11 +425,12 @@ def _poll_failed(session: Session, tune: Tune, now: datetime, exc: openai.APIErr
         return
     backoff = min(get_settings().poll_interval_seconds * 2**tune.poll_failures, MAX_POLL_BACKOFF)
     # A provider that says when to come back is believed, within reason.
-    tune.next_poll_at = now + timedelta(seconds=max(backoff, min(_retry_after(exc) or 0, MAX_POLL_BACKOFF)))
+    tune.next_poll_at = now + timedelta(seconds=max(backoff, min(retry_after(exc) or 0, MAX_POLL_BACKOFF)))
     session.flush()
 
 
-def _retry_after(exc: openai.APIError) -> float | None:
+def retry_after(exc: openai.APIError) -> float | None:
+    """The wait a provider's error asked for (`retry-after-ms` or `retry-after`), in seconds."""
     response = getattr(exc, "response", None)
     if response is None:
         return None
@@ -397,6 +446,18 @@ def _poll_interval(status: str) -> float:
     base = get_settings().poll_interval_seconds
     # Queued jobs can wait for hours; running ones change every few seconds.
     return base if status == states.RUNNING else base * 2
+
+
+def _refused(exc: openai.APIStatusError) -> bool:
+    """A refusal that repeating will not change (a 4xx other than 408, 409 and 429)."""
+    return not isinstance(exc, TRANSIENT) and exc.status_code not in RETRYABLE_STATUSES
+
+
+def _refusal(what: str, exc: openai.APIStatusError) -> str:
+    hint = ""
+    if exc.status_code in (401, 403):
+        hint = " Check the provider's API key and what it is allowed to do, then start the tune again."
+    return f"The provider refused {what} (HTTP {exc.status_code}): {_error_message(exc)}{hint}"
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

@@ -18,6 +18,11 @@ BODY_LIMIT = 1024
 class Answer:
     status: int
     body: str
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 @lru_cache
@@ -38,4 +43,16 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
             kept += chunk
             if len(kept) >= BODY_LIMIT:
                 break
-    return Answer(status=response.status_code, body=kept[:BODY_LIMIT].decode("utf-8", "replace"))
+    return Answer(
+        status=response.status_code,
+        body=kept[:BODY_LIMIT].decode("utf-8", "replace"),
+        retry_after=_seconds(response.headers.get("retry-after")),
+    )
+
+
+def _seconds(value: str | None) -> float | None:
+    # Only the delta-seconds form: an HTTP date from a receiver's clock is not worth trusting.
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None

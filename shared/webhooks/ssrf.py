@@ -61,6 +61,16 @@ def check_url_syntax(url: str) -> None:
         )
 
 
+def check_registration(url: str) -> None:
+    """At registration: refuse what is already known to be internal. A name that does not
+    resolve yet is accepted; `resolve` checks again at every send."""
+    try:
+        resolve(url)
+    except InvalidInput as exc:
+        if exc.code != "webhook_host_unresolvable":
+            raise
+
+
 def is_public(address: Address) -> bool:
     """True only for globally routable unicast addresses, looking inside IPv6 forms that carry an
     IPv4 address (mapped, NAT64, 6to4), which are what reach an internal IPv4 host."""

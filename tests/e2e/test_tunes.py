@@ -128,7 +128,7 @@ def test_requests_that_cannot_work_get_clear_4xx(stack, make_key, tmp_path) -> N
     not_data = tmp_path / "binary.jsonl"
     not_data.write_bytes(bytes(range(256)) * 10)
     failed = wait_dataset(http, upload_dataset(http, not_data)["id"])
-    assert failed["status"] == "failed" and failed["error"]["code"] in ("not_jsonl", "invalid_dataset")
+    assert failed["status"] == "failed" and failed["error"]["code"] == "binary_file"
 
 
 def test_pause_and_resume_a_running_tune(stack, make_key) -> None:  # type: ignore[no-untyped-def]

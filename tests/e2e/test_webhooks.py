@@ -4,10 +4,19 @@ log, and per-request callbacks signed with the project's default secret."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import timedelta
 
+import pytest
 from openai import OpenAI
-from standardwebhooks import Webhook
+from sqlalchemy import select
+from standardwebhooks import Webhook, WebhookVerificationError
 
+from shared.config import Settings, get_settings
+from shared.db import session_scope
+from shared.ids import new_id
+from shared.models import Project, WebhookDelivery, utcnow
+from shared.webhooks import delivery
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
 from tests.support.procs import wait_for
@@ -85,3 +94,155 @@ def test_unknown_event_types_and_bad_urls_are_refused(stack, make_key) -> None: 
     assert bad_url.status_code == 400 and bad_url.json()["error"]["param"] == "url"
     listed = http.get("/v1/webhook-endpoints").json()["data"]
     assert listed == [] and "secret" not in json.dumps(listed)
+
+
+def _deliveries(http, endpoint_id: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+    return http.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries").json()["data"]
+
+
+def test_a_rotated_secret_signs_with_old_and_new_during_the_grace_period(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    rotated = http.post(f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret").json()
+    old, new = endpoint["secret"], rotated["secret"]
+    assert new.startswith("whsec_") and new != old
+    http.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
+    wait_for(lambda: receiver.requests, 15, what="the test delivery")
+    first = receiver.requests[0]
+    assert len(first.headers["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        assert Webhook(secret).verify(first.body, first.headers)["type"] == "webhook.test"
+        OpenAI(api_key="unused", webhook_secret=secret).webhooks.verify_signature(first.body, first.headers)
+
+    # Without a grace period the old secret stops signing at once.
+    newest = http.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", json={"grace_period_seconds": 0}
+    ).json()["secret"]
+    http.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
+    wait_for(lambda: len(receiver.requests) >= 2, 15, what="the second test delivery")
+    second = receiver.requests[1]
+    assert len(second.headers["webhook-signature"].split(" ")) == 1
+    Webhook(newest).verify(second.body, second.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new).verify(second.body, second.headers)
+
+
+def test_410_disables_the_endpoint(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    receiver.status_code = 410
+    endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    http.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
+
+    def disabled() -> dict | None:  # type: ignore[type-arg]
+        body = http.get(f"/v1/webhook-endpoints/{endpoint['id']}").json()
+        return body if not body["enabled"] else None
+
+    body = wait_for(disabled, 15, what="the endpoint to be disabled")
+    assert "410" in body["disabled_reason"]
+    assert _deliveries(http, endpoint["id"])[0]["status"] == "failed"
+    _small_dataset(http)  # no delivery is made to a disabled endpoint
+    time.sleep(1)
+    assert len(receiver.requests) == 1
+    refused = http.post(f"/v1/webhook-deliveries/{_deliveries(http, endpoint['id'])[0]['id']}/redeliver")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "webhook_endpoint_disabled"
+
+    receiver.status_code = 200
+    enabled = http.patch(f"/v1/webhook-endpoints/{endpoint['id']}", json={"enabled": True}).json()
+    assert enabled["enabled"] and enabled["disabled_reason"] is None
+
+
+def test_redelivery_and_the_event_list(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    started = int(time.time())
+    endpoint = http.post(
+        "/v1/webhook-endpoints", json={"url": receiver.url, "events": ["dataset.ready"]}
+    ).json()
+    dataset = _small_dataset(http)
+    wait_for(lambda: receiver.requests, 15, what="dataset.ready")
+    delivery = _deliveries(http, endpoint["id"])[0]
+    assert delivery["status"] == "delivered"
+    again = http.post(f"/v1/webhook-deliveries/{delivery['id']}/redeliver")
+    assert again.status_code == 202
+    wait_for(lambda: len(receiver.requests) >= 2, 15, what="the redelivery")
+    assert receiver.requests[0].headers["webhook-id"] == receiver.requests[1].headers["webhook-id"]
+
+    events = http.get("/v1/events", params={"since": started}).json()["data"]
+    assert [e["type"] for e in events] == ["dataset.ready"]
+    assert events[0]["id"] == delivery["event_id"] and events[0]["data"]["id"] == dataset["id"]
+    other = client(stack.api_url, make_key())
+    assert other.get("/v1/events").json()["data"] == []
+    assert other.post(f"/v1/webhook-deliveries/{delivery['id']}/redeliver").status_code == 404
+
+
+def test_the_retry_schedule_follows_a_controllable_clock(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
+    """Domain functions driven with explicit times, against a receiver that always fails."""
+    receiver.status_code = 500
+    http = client(stack.api_url, make_key(project := f"clock-{new_id('x')}"))
+    endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    schedule = get_settings().webhook_retry_schedule
+    # Far in the future, so the running sweep never considers this row due.
+    t0 = utcnow() + timedelta(days=30)
+    with session_scope() as session:
+        project_id = session.scalar(select(Project.id).where(Project.name == project))
+        delivery_id = new_id("whd")
+        session.add(
+            WebhookDelivery(
+                id=delivery_id,
+                project_id=project_id,
+                event_id=new_id("evt"),
+                event_type="webhook.test",
+                endpoint_id=endpoint["id"],
+                url=receiver.url,
+                payload="{}",
+                next_attempt_at=t0,
+            )
+        )
+    now = t0
+    for attempt, delay in enumerate(schedule, start=1):
+        with session_scope() as session:
+            delivery.deliver(session, delivery_id, now=now)
+        with session_scope() as session:
+            row = session.get(WebhookDelivery, delivery_id)
+            assert row is not None and row.attempts == attempt and row.status == "pending"
+            waited = (row.next_attempt_at - now).total_seconds()  # type: ignore[operator]
+            assert abs(waited - delay) <= 0.1 * delay
+            now = row.next_attempt_at  # type: ignore[assignment]
+    with session_scope() as session:
+        delivery.deliver(session, delivery_id, now=now)
+    with session_scope() as session:
+        row = session.get(WebhookDelivery, delivery_id)
+        assert row is not None and row.status == "failed" and row.attempts == len(schedule) + 1
+    assert len(receiver.requests) == len(schedule) + 1
+
+
+def test_the_default_schedule_is_the_documented_one() -> None:
+    default = Settings.model_fields["webhook_retry_schedule"].default_factory()  # type: ignore[misc]
+    assert default == [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600]
+
+
+def test_an_endpoint_failing_for_five_days_is_disabled(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver.status_code = 503
+    http = client(stack.api_url, make_key(project := f"days-{new_id('x')}"))
+    endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    t0 = utcnow() + timedelta(days=60)
+    with session_scope() as session:
+        project_id = session.scalar(select(Project.id).where(Project.name == project))
+        ids = [new_id("whd") for _ in range(2)]
+        for delivery_id in ids:
+            session.add(
+                WebhookDelivery(
+                    id=delivery_id,
+                    project_id=project_id,
+                    event_id=new_id("evt"),
+                    event_type="webhook.test",
+                    endpoint_id=endpoint["id"],
+                    url=receiver.url,
+                    payload="{}",
+                    next_attempt_at=t0,
+                )
+            )
+    for delivery_id, now in ((ids[0], t0), (ids[1], t0 + timedelta(days=5, seconds=1))):
+        with session_scope() as session:
+            delivery.deliver(session, delivery_id, now=now)
+    body = http.get(f"/v1/webhook-endpoints/{endpoint['id']}").json()
+    assert not body["enabled"] and "5 days" in body["disabled_reason"]

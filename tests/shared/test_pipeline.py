@@ -111,7 +111,13 @@ def test_bom_crlf_and_blank_lines() -> None:
     report, train, _, _ = run(b"\xef\xbb\xbf" + body)
     assert report.preset == "huatuo"
     assert (report.examples, report.train_examples, report.blank_lines, report.rows_read) == (12, 12, 3, 13)
-    assert report.errors == [{"line": 15, "code": "invalid_json", "message": "Line is not valid JSON"}]
+    assert report.errors == [
+        {
+            "line": 15,
+            "code": "invalid_json",
+            "message": "Line is not valid JSON: unexpected character, expected a string key (column 2)",
+        }
+    ]
     assert train[0]["messages"][0] == {"role": "user", "content": "问题 0：头痛怎么办？"}
     assert report.ok
 
@@ -287,7 +293,7 @@ def test_error_list_is_capped_but_counted() -> None:
 
 def test_invalid_utf8_line() -> None:
     report = run(jsonl(qa(1)) + '{"questions": "头痛", "answers": "休息"}\n'.encode("gbk"))[0]
-    assert report.errors[0]["code"] == "invalid_json"
+    assert (report.errors[0]["line"], report.errors[0]["code"]) == (2, "invalid_encoding")
     assert "UTF-8" in report.errors[0]["message"]
 
 
@@ -296,7 +302,7 @@ def test_invalid_utf8_line() -> None:
     [
         (b"", "empty_file"),
         (b"\n\n  \n", "empty_file"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00", "not_jsonl"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00", "binary_file"),
         (b"hello\nworld\n", "not_jsonl"),
         (b'1\n2\n"three"\n', "not_jsonl"),
         # Legacy completions rows: no preset maps them (alpaca rows are detected since issue 3).

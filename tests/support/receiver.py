@@ -21,6 +21,7 @@ class Receiver:
     status_code: int = 200
     # Answers for the next requests, in order; `status_code` once they run out.
     script: list[int] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
@@ -34,6 +35,8 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
                 Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             )
             self.send_response(receiver.script.pop(0) if receiver.script else receiver.status_code)
+            for name, value in receiver.headers.items():
+                self.send_header(name, value)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -43,3 +46,36 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return receiver, server
+
+
+class Canary:
+    """A TCP listener on every local address of a port that counts the connections it accepts."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.connections = 0
+        self._sockets = []
+        for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::1")):
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, port))
+                sock.listen(16)
+            except OSError:
+                continue
+            self._sockets.append(sock)
+            threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def _accept(self, sock) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
