@@ -199,11 +199,11 @@ def upload_files(session: Session, tune_id: str) -> bool:
     client = _client(tune)
     try:
         if tune.provider_file_id is None:
-            tune.provider_file_id = _upload(client, dataset.train_blob, f"{dataset.id}-train.jsonl")
+            tune.provider_file_id = _upload(client, dataset.train_blob, f"{tune.id}-train.jsonl")
         has_validation = bool((dataset.report or {}).get("validation_examples"))
         if has_validation and dataset.validation_blob and tune.provider_validation_file_id is None:
             tune.provider_validation_file_id = _upload(
-                client, dataset.validation_blob, f"{dataset.id}-validation.jsonl"
+                client, dataset.validation_blob, f"{tune.id}-validation.jsonl"
             )
     except openai.APIStatusError as exc:
         if not _refused(exc):
@@ -400,10 +400,21 @@ def _find_job(client: openai.OpenAI, tune_id: str) -> Any | None:
 
 
 def _upload(client: openai.OpenAI, blob_key: str | None, filename: str) -> str:
+    """Upload once: a file named for this tune with the right size is one an earlier attempt
+    uploaded before its response was lost (files carry no metadata, so the name is the key)."""
     if blob_key is None:
         raise InvalidState("The dataset has no prepared training file.", code="dataset_not_ready")
+    size = blobs.path_for(blob_key).stat().st_size
+    recent = client.files.list(purpose="fine-tune", limit=100, order="desc").data
+    earlier = next(
+        (f for f in recent if f.filename == filename and f.bytes == size and f.status != "error"), None
+    )
+    if earlier is not None:
+        return earlier.id
     with blobs.open_read(blob_key) as handle:
-        return client.files.create(file=(filename, handle), purpose="fine-tune").id
+        return (
+            client.with_options(max_retries=0).files.create(file=(filename, handle), purpose="fine-tune").id
+        )
 
 
 def _lock(session: Session, tune_id: str) -> Tune | None:

@@ -50,3 +50,35 @@ def test_a_job_created_earlier_is_adopted_not_duplicated(stack, make_key) -> Non
         assert tune is not None and tune.provider_job_id == earlier.id
     matching = sandbox.fine_tuning.jobs.list(metadata={tunes.METADATA_KEY: tune_id}).data
     assert [job.id for job in matching] == [earlier.id]
+
+
+def test_a_file_uploaded_earlier_is_adopted_not_uploaded_again(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, make_key())
+    dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
+    training = http.get(f"/v1/datasets/{dataset['id']}/content").content
+    sandbox = OpenAI(base_url=f"{stack.sandbox_url}/v1", api_key="sk-test", max_retries=0)
+    tune_id = new_id("tune")
+    # The upload went through but its response was lost: the file exists, the tune has no id.
+    earlier = sandbox.files.create(file=(f"{tune_id}-train.jsonl", io.BytesIO(training)), purpose="fine-tune")
+    with session_scope() as session:
+        owner = session.get(Dataset, dataset["id"])
+        assert owner is not None
+        session.add(
+            Tune(
+                id=tune_id,
+                project_id=owner.project_id,
+                dataset_id=owner.id,
+                status="uploading",
+                base_model="gpt-4o-mini-2024-07-18",
+                provider="sandbox",
+            )
+        )
+    with session_scope() as session:
+        assert tunes.upload_files(session, tune_id)
+    with session_scope() as session:
+        tune = session.get(Tune, tune_id)
+        assert tune is not None and tune.provider_file_id == earlier.id
+    named = [
+        f for f in sandbox.files.list(purpose="fine-tune").data if f.filename == f"{tune_id}-train.jsonl"
+    ]
+    assert [f.id for f in named] == [earlier.id]
