@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -45,12 +46,28 @@ def _sandbox(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
+    """`--queue default` (prefork): datasets, tunes and the sweep. `--queue webhooks` (threads):
+    deliveries only, which spend their time waiting on receivers, so many threads are cheap and a
+    slow receiver never takes a slot that dataset or tune work needs. `--queue all` (the default,
+    for a single-worker deployment): both queues on one prefork pool, without that isolation."""
+    from shared import queue
     from worker.app import app
 
+    settings = get_settings()
+    webhooks = args.queue == "webhooks"
+    queues = {
+        "default": [settings.celery_queue],
+        "webhooks": [queue.webhook_queue(settings)],
+        "all": [settings.celery_queue, queue.webhook_queue(settings)],
+    }
+    concurrency = args.concurrency or (settings.webhook_worker_concurrency if webhooks else 2)
     argv = [
         "worker",
         "--loglevel=INFO",
-        f"--concurrency={args.concurrency}",
+        f"--concurrency={concurrency}",
+        f"--queues={','.join(queues[args.queue])}",
+        f"--pool={args.pool or ('threads' if webhooks else 'prefork')}",
+        f"--hostname={args.queue}-{os.getpid()}@%h",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -89,7 +106,12 @@ def _up(args: argparse.Namespace) -> None:
             key_file.write_text(auth.create_key(session, project=project, name="admin") + "\n")
         key_file.chmod(0o600)
     me = [sys.executable, "-m", "cli.main"]
-    commands = [me + ["api", "--port", str(args.port)], me + ["worker"], me + ["beat"]]
+    commands = [
+        me + ["api", "--port", str(args.port)],
+        me + ["worker", "--queue", "default"],
+        me + ["worker", "--queue", "webhooks"],
+        me + ["beat"],
+    ]
     if settings.uses_sandbox:
         commands.append(me + ["sandbox"])
     children = [subprocess.Popen(cmd) for cmd in commands]
@@ -119,7 +141,8 @@ def _up(args: argparse.Namespace) -> None:
         for child in children:
             if child.poll() is not None:
                 print(
-                    f"a Tuneforge process exited ({child.args[3]}, code {child.returncode}); stopping",
+                    f"a Tuneforge process exited ({' '.join(child.args[3:])}, code {child.returncode}); "
+                    "stopping",
                     flush=True,
                 )
                 stop()
@@ -129,7 +152,7 @@ def _up(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="migrate, then run api, worker, scheduler and sandbox")
+    up = sub.add_parser("up", help="migrate, then run api, workers, scheduler and sandbox")
     up.add_argument("--port", type=int, default=get_settings().api_port)
     up.set_defaults(func=_up)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
@@ -139,7 +162,14 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--port", type=int)
         cmd.set_defaults(func=func)
     worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("--concurrency", type=int, default=2)
+    worker.add_argument(
+        "--queue",
+        choices=("all", "default", "webhooks"),
+        default="all",
+        help="default: datasets, tunes, sweep (prefork); webhooks: deliveries (threads); all: both",
+    )
+    worker.add_argument("--concurrency", type=int, help="default: 2, or 16 threads for webhooks")
+    worker.add_argument("--pool", choices=("prefork", "threads", "solo"))
     worker.set_defaults(func=_worker)
     sub.add_parser("beat", help="run the scheduler (one instance)").set_defaults(func=_beat)
     keys = sub.add_parser("keys", help="manage API keys")

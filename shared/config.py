@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
     webhook_timeout_seconds: float = 15.0
+    # At most this many deliveries to one endpoint (or one callback host) are in flight at once;
+    # one that finds no slot free within webhook_busy_wait_seconds stays due and is tried again
+    # after webhook_busy_retry_seconds (README, Webhooks).
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1)
+    webhook_busy_wait_seconds: float = 0.2
+    webhook_busy_retry_seconds: float = 1.0
+    # Threads in the `tuneforge worker --queue webhooks` process (the webhook senders).
+    webhook_worker_concurrency: int = Field(default=16, ge=1)
     # An endpoint whose deliveries all fail for this long is disabled (Svix and Stripe: days).
     webhook_disable_after_seconds: float = 5 * 24 * 3600
     # Seconds before retry N (1-based); past the end the delivery is given up.

@@ -23,7 +23,8 @@ def get_engine() -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["connect_args"] = {"application_name": "tuneforge"}
-        kwargs["pool_size"] = 10
+        # A thread-pool worker (the webhook senders) holds one connection per thread in flight.
+        kwargs["pool_size"] = max(10, settings.webhook_worker_concurrency + 4)
     engine = create_engine(url, **kwargs)
     if settings.is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)

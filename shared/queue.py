@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from shared.config import get_settings
+from shared.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,19 @@ class TaskName(StrEnum):
     SWEEP = "tuneforge.scheduler.sweep"
 
 
+def webhook_queue(settings: Settings | None = None) -> str:
+    """Deliveries have a queue of their own, consumed by its own worker (`tuneforge worker --queue
+    webhooks`), so slow receivers never take the slots dataset and tune work runs in."""
+    return f"{(settings or get_settings()).celery_queue}.webhooks"
+
+
 @lru_cache
 def get_celery() -> Celery:
     settings = get_settings()
     app = Celery("tuneforge", broker=settings.celery_broker_url)
     app.conf.update(
         task_default_queue=settings.celery_queue,
+        task_routes={TaskName.DELIVER_WEBHOOK.value: {"queue": webhook_queue(settings)}},
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -43,6 +50,7 @@ def get_celery() -> Celery:
         task_time_limit=600,
         task_soft_time_limit=540,
         broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": TaskName.SWEEP.value, "schedule": settings.scheduler_interval_seconds}

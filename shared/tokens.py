@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -64,8 +64,8 @@ _CACHE_GENERATION_CHARS = 1 << 20
 # Below this many strings a batch is tokenized in the calling thread: handing work to a thread
 # costs more than it saves.
 _MIN_PARALLEL_STRINGS = 64
-# Role names whose token counts an ExampleCounter keeps at hand (chat has five).
-_ROLES_KEPT = 64
+# Sequences of roles whose fixed tokens an ExampleCounter keeps at hand.
+_ROLES_KEPT = 256
 
 # Optional faster exact tokenizer (`pip install 'tuneforge[fast]'`). It is used only when it is
 # importable, its encoding exists there, and it gives tiktoken's counts on every probe below;
@@ -96,6 +96,64 @@ _PROBES = (
     "\x00\x01\x7f control characters \ufeff BOM \U0010ffff last code point",
     "混合 mixed 中英文 text with English words 和 numbers 123 在一起。",
 )
+# tiktoken's counts of the probes (tiktoken==0.14.0; tests/shared/test_fast_tokenizer.py checks them
+# against tiktoken itself), so that checking the fast tokenizer does not load tiktoken's encoding
+# (80 MiB for o200k_base) into a process that will not otherwise need it. For another encoding,
+# tiktoken is asked.
+_PROBE_COUNTS: dict[str, tuple[int, ...]] = {
+    "o200k_base": (
+        0,
+        1,
+        1,
+        25,
+        6,
+        11,
+        36,
+        28,
+        24,
+        18,
+        15,
+        26,
+        30,
+        21,
+        13,
+        34,
+        16,
+        27,
+        32,
+        12,
+        26,
+        37,
+        15,
+        16,
+    ),
+    "cl100k_base": (
+        0,
+        1,
+        1,
+        30,
+        6,
+        11,
+        36,
+        28,
+        24,
+        18,
+        16,
+        46,
+        51,
+        26,
+        20,
+        61,
+        18,
+        39,
+        31,
+        12,
+        28,
+        50,
+        16,
+        19,
+    ),
+}
 
 
 def base_model_name(model: str) -> str:
@@ -126,12 +184,15 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
 class _Backend:
     """A way to count the tokens of strings in one encoding.
 
-    - `count_all(texts)`: the counts, in the calling thread.
-    - `parallel`: `count_all` releases the GIL while it tokenizes each string, so a batch is worth
+    - `count_all(texts)`: the counts, one call per text, in the calling thread.
+    - `parallel`: `count_all` releases the GIL while it tokenizes each text, so a batch is worth
       splitting over threads that each run their own `count_all` (tiktoken).
-    - `count_detached(texts, threads)`: the counts of a whole batch in one call that releases the
-      GIL until it is done (quicktok's native batch), so the batch can be counted in a background
-      thread while the caller goes on with Python work; None when there is none.
+    - `count_detached(texts, threads)`: the counts of a whole slice from one call that releases
+      the GIL until it is done (tiktoken's joined encode, quicktok's native batch), so slices can
+      be counted in background threads while the caller goes on with Python work; None when
+      there is none. A thread that needs the GIL back after every short text would wait for the
+      busy caller each time (up to the 5 ms switch interval), which is why the one-call form
+      matters. `native_threads`: the call itself can use several threads.
     """
 
     def __init__(
@@ -150,6 +211,7 @@ class _Backend:
         self.native_threads = native_threads
 
 
+@cache
 def _tiktoken_backend(encoding_name: str) -> _Backend:
     encoding = get_encoding(encoding_name)
     encode = encoding.encode_ordinary
@@ -215,17 +277,18 @@ def _joined_counter(
 _REFUSED = (TypeError, ValueError, UnicodeError)
 
 
-def _fast_backend(encoding_name: str, reference: _Backend) -> _Backend | None:
+def _fast_backend(encoding_name: str) -> _Backend | None:
     """quicktok's tokenizer for the encoding when it is installed and both its single and batch
-    calls agree with tiktoken on every probe; None otherwise. Strings it refuses (lone
-    surrogates) are counted by tiktoken."""
+    calls give tiktoken's counts on every probe; None otherwise. Strings it refuses (lone
+    surrogates) are counted by tiktoken, loaded then."""
     try:
         import quicktok  # type: ignore[import-not-found,unused-ignore]
 
         tokenizer = quicktok.get_encoding(encoding_name)
         count, encode_batch = tokenizer.count, tokenizer.encode_batch
         probes = list(_PROBES)
-        expected = reference.count_all(probes)
+        known = _PROBE_COUNTS.get(encoding_name)
+        expected = list(known) if known is not None else _tiktoken_backend(encoding_name).count_all(probes)
         offsets = encode_batch(probes, 1, False)[1].tolist()
         batch = [end - start for start, end in zip(offsets, offsets[1:], strict=False)]
         if [count(text) for text in probes] != expected or batch != expected:
@@ -235,13 +298,12 @@ def _fast_backend(encoding_name: str, reference: _Backend) -> _Backend | None:
         if not isinstance(exc, ImportError):
             log.warning("quicktok is unusable for %s (%s); counting with tiktoken", encoding_name, exc)
         return None
-    fallback = reference.count_all
 
     def count_one(text: str) -> int:
         try:
             return count(text)  # type: ignore[no-any-return]
         except _REFUSED:
-            return fallback([text])[0]
+            return _tiktoken_backend(encoding_name).count_all([text])[0]
 
     def count_all(texts: list[str]) -> list[int]:
         try:
@@ -263,12 +325,11 @@ def _fast_backend(encoding_name: str, reference: _Backend) -> _Backend | None:
 def tokenizer_backend(encoding_name: str) -> _Backend:
     """The backend that counts `encoding_name`: quicktok when usable (see above) and not turned
     off with TUNEFORGE_TOKENIZER=tiktoken, else tiktoken."""
-    reference = _tiktoken_backend(encoding_name)
     if get_settings().tokenizer != "tiktoken":
-        fast = _fast_backend(encoding_name, reference)
+        fast = _fast_backend(encoding_name)
         if fast is not None:
             return fast
-    return reference
+    return _tiktoken_backend(encoding_name)
 
 
 def default_threads() -> int:
@@ -435,19 +496,22 @@ class ExampleCounter:
     1. `add(example)` (or `add_plain`) returns a ticket: the fixed tokens plus the lengths that the
        cache knows, and the strings still to count; those join the batch's distinct strings,
        unless the batch before it is counting them already.
-    2. `submit()` closes the batch and starts counting its strings: over `threads` threads (the
-       calling one included) when the backend releases the GIL string by string (tiktoken; the
-       call returns when they are counted), or in one background thread that holds no GIL
-       (quicktok's batch call; the call returns at once, so the caller can read and check the
-       next batch meanwhile).
+    2. `submit()` closes the batch and starts counting its strings in `threads - 1` background
+       threads, with calls that hold no GIL for the whole slice (tiktoken on the texts joined by
+       <|endoftext|>, quicktok's native batch), and returns at once: the caller reads and checks
+       the next batch meanwhile, which is where the time goes in a one-pass pipeline. A backend
+       without such a call is run over `threads` threads (the calling one included), one string
+       per call, and the call returns when they are counted; `threads=1` counts in the caller.
     3. `wait(submitted)` takes the counts (into the cache too); then `tokens(ticket)` is the count
        of every example of that batch. Batches must be waited for in the order they were
        submitted, each before the one after the next is submitted.
 
     `close()` (or `with`) stops the threads."""
 
-    def __init__(self, encoding_name: str, threads: int | None = None) -> None:
-        self.lengths = token_lengths(encoding_name)
+    def __init__(
+        self, encoding_name: str, threads: int | None = None, lengths: TokenLengths | None = None
+    ) -> None:
+        self.lengths = lengths or token_lengths(encoding_name)
         self.backend = self.lengths.backend
         self.threads = max(1, threads if threads is not None else default_threads())
         self._pool: ThreadPoolExecutor | None = None
@@ -455,7 +519,7 @@ class ExampleCounter:
         self._counting: dict[str, None] = {}  # the strings of the last batch submitted
         self._resolved: dict[str, int] = {}  # the last batch waited for
         self._previous: dict[str, int] = {}  # the one before it
-        self._role_tokens: dict[str, int] = {}
+        self._role_tokens: dict[tuple[str, ...], int] = {}  # the fixed tokens of a sequence of roles
         self.chars = 0  # characters in the examples added since the last submit
 
     def __enter__(self) -> ExampleCounter:
@@ -476,25 +540,20 @@ class ExampleCounter:
     def add_plain(self, roles: tuple[str, ...], contents: tuple[str, ...]) -> Ticket:
         """`add` for messages that are exactly a string role and a string content each (the
         common shape): the same count, without walking the messages again."""
-        fixed = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE * len(roles)
-        role_tokens = self._role_tokens
-        for role in roles:
-            found = role_tokens.get(role)
-            if found is None:
-                found = self.lengths(role)
-                if len(role_tokens) < _ROLES_KEPT:
-                    role_tokens[role] = found
-            fixed += found
+        fixed = self._role_tokens.get(roles)
+        if fixed is None:
+            fixed = REPLY_PRIMING_TOKENS + sum(TOKENS_PER_MESSAGE + self.lengths(role) for role in roles)
+            if len(self._role_tokens) < _ROLES_KEPT:
+                self._role_tokens[roles] = fixed
         return self._lookup(fixed, contents)
 
-    def _lookup(self, fixed: int, texts: Iterable[str]) -> Ticket:
+    def _lookup(self, fixed: int, texts: Collection[str]) -> Ticket:
         lengths = self.lengths
         young = lengths._young
         pending, counting = self._pending, self._counting
         unknown: list[str] = []
-        chars = 0
+        self.chars += sum(map(len, texts))
         for text in texts:
-            chars += len(text)
             found = young.get(text)
             if found is None:
                 found = lengths.get(text)
@@ -504,7 +563,6 @@ class ExampleCounter:
                         pending[text] = None
                     continue
             fixed += found
-        self.chars += chars
         return fixed, unknown
 
     def submit(self) -> Submitted:

@@ -92,7 +92,10 @@ def stack(database: str) -> Iterator[Stack]:
     procs = {
         "sandbox": Proc("sandbox", ["sandbox", "--port", str(SANDBOX_PORT)], TEST_ENV, log_dir),
         "api": Proc("api", ["api", "--port", str(api_port)], TEST_ENV, log_dir),
-        "worker": Proc("worker", ["worker", "--concurrency", "2"], TEST_ENV, log_dir),
+        "worker": Proc("worker", ["worker", "--queue", "default", "--concurrency", "2"], TEST_ENV, log_dir),
+        "webhooks": Proc(
+            "webhooks", ["worker", "--queue", "webhooks", "--concurrency", "8"], TEST_ENV, log_dir
+        ),
         "beat": Proc("beat", ["beat"], TEST_ENV, log_dir),
     }
     try:
@@ -120,6 +123,10 @@ def make_key(database: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    """A webhook receiver; at teardown every request it got must have verified with both
+    `standardwebhooks` and the `openai` SDK under a secret the test registered."""
     rec, server = start_receiver()
     yield rec
     server.shutdown()
+    failures = rec.verification_failures()
+    assert not failures, "webhook deliveries that do not verify:\n" + "\n".join(failures)

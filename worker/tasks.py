@@ -91,16 +91,25 @@ def control_tune(tune_id: str, action: str) -> None:
 
 @app.task(name=TaskName.DELIVER_WEBHOOK.value, max_retries=0, **COMMON)
 def deliver_webhook(delivery_id: str) -> None:
+    key = f"deliver:{delivery_id}"
+
     def work() -> None:
         with session_scope() as session:
             webhooks.deliver(session, delivery_id)
+            # Cleared in the transaction that records the outcome: one commit fewer per delivery
+            # than a separate finish (deliveries are the most frequent task by far).
+            attempts.finish(session, key)
 
-    _guarded(f"deliver:{delivery_id}", work, lambda s: webhooks.give_up(s, delivery_id))
+    _guarded(key, work, lambda s: webhooks.give_up(s, delivery_id), finish_on_success=False)
 
 
-def _guarded(key: str, work: Callable[[], None], give_up: Callable[[Session], None]) -> None:
+def _guarded(
+    key: str, work: Callable[[], None], give_up: Callable[[Session], None], *, finish_on_success: bool = True
+) -> None:
     """Run `work` unless it already started MAX_ATTEMPTS times without returning, which only a
-    dying worker causes; then `give_up` records why the object will not be retried."""
+    dying worker causes; then `give_up` records why the object will not be retried.
+
+    With `finish_on_success=False`, `work` clears the counter itself in its last transaction."""
     with session_scope() as session:
         started = attempts.start(session, key)
     if started > attempts.MAX_ATTEMPTS:
@@ -111,7 +120,11 @@ def _guarded(key: str, work: Callable[[], None], give_up: Callable[[Session], No
         return
     try:
         work()
-    finally:  # every way out except a dead process
+    except BaseException:  # every way out except a dead process
+        with session_scope() as session:
+            attempts.finish(session, key)
+        raise
+    if finish_on_success:
         with session_scope() as session:
             attempts.finish(session, key)
 

@@ -2,15 +2,17 @@
 
 One streaming pass: intake (format, encoding, gzip; intake.py) → mapping (presets) → dedup (exact,
 then normalised; dedup.py) → token limit → sample → split → write. Without `sample_size`, every
-example is written as soon as it is checked (memory does not grow with the file, apart from 32 bytes
-of fingerprints per unique example); with it, a seeded reservoir keeps `sample_size` examples and
-writes them at the end, in input order.
+example is written once its batch is counted (memory does not grow with the file, apart from 32
+bytes of fingerprints per unique example); with it, a seeded reservoir keeps `sample_size` examples
+and writes them at the end, in input order.
 
-Token counting goes a batch of rows at a time (`_BATCH`): the rows are read, mapped and deduplicated,
-then the batch's distinct strings that the bounded cache does not know are tokenized once, spread
-over threads (tiktoken releases the GIL; `tokenizer_threads`, default: the CPUs available), and the
-batch is finished in input order. Rejections, the token limit, the sample, the split and the
-writes therefore happen exactly as they would one row at a time, whatever the thread count.
+Token counting goes a batch of rows at a time (`_BATCH` rows or `_BATCH_CHARS` characters): rows
+are read, mapped and deduplicated into a batch, whose distinct strings that the bounded cache does
+not know (shared.tokens.ExampleCounter) are then counted once, in background threads
+(`tokenizer_threads`, default: the CPUs available), while the next batch is read; then the batch
+is finished in input order: rejections, the token limit, the sample, the split and the writes (one
+write per output and batch). Outputs and report are the same as one row at a time would give,
+whatever the thread count.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from shared.pricing import quote, resolve_model, validate_n_epochs
 from shared.tokens import (
     ExampleCounter,
     Submitted,
-    encoding_for_model,
+    encoding_name_for_model,
     example_messages_for_stats,
     training_example_token_upper_bound,
 )
@@ -187,7 +189,8 @@ class _Run:
         self.seed = seed
         self.fraction = validation_fraction
         self.model = resolve_model(target_model)
-        self.encoding = encoding_for_model(self.model.name)
+        # The encoding's name is enough: tiktoken's tables load only if tiktoken counts.
+        self.encoding_name = encoding_name_for_model(self.model.name)
         self.limit = self.model.max_tokens_per_example
         self.rng = random.Random(seed)
         self.reservoir: list[tuple[int, dict[str, Any], int | None]] = []
@@ -202,7 +205,7 @@ class _Run:
         self.format = "jsonl"
         self.columns = TabularColumns("jsonl")
         self.intake_warnings: list[dict[str, str]] = []
-        self.counter = ExampleCounter(self.encoding.name, tokenizer_threads)
+        self.counter = ExampleCounter(self.encoding_name, tokenizer_threads)
         # Rows waiting for their batch's token counts, in input order (`_Pending`). While one
         # batch is read, the batch before it may still be counting (`counting`).
         self.batch: list[_Pending] = []

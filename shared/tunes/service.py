@@ -197,19 +197,24 @@ def upload_files(session: Session, tune_id: str) -> bool:
     dataset = datasets.get(session, project_id=tune.project_id, dataset_id=tune.dataset_id)
     transition(session, tune, states.UPLOADING, "Uploading the training file to the provider.")
     client = _client(tune)
+    uploaded = False
     try:
         if tune.provider_file_id is None:
             tune.provider_file_id = _upload(client, dataset.train_blob, f"{tune.id}-train.jsonl")
+            uploaded = True
         has_validation = bool((dataset.report or {}).get("validation_examples"))
         if has_validation and dataset.validation_blob and tune.provider_validation_file_id is None:
             tune.provider_validation_file_id = _upload(
                 client, dataset.validation_blob, f"{tune.id}-validation.jsonl"
             )
+            uploaded = True
     except openai.APIStatusError as exc:
         if not _refused(exc):
             raise
         fail(session, tune, "provider_rejected", _refusal("the training file", exc))
         return False
+    if uploaded:  # the provider answered: failures are counted "in a row" from here
+        tune.poll_failures = 0
     session.flush()
     return True
 

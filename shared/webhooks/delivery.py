@@ -8,10 +8,14 @@ endpoint that has failed for days is disabled with the reason shown to its owner
 from __future__ import annotations
 
 import logging
+import random
+import time
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.fernet import InvalidToken
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
@@ -58,6 +62,14 @@ def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) 
         log.error("webhook %s: %s", delivery.id, delivery.last_error)
         session.flush()
         return
+    slot = _take_slot(session, delivery)
+    if slot is None:
+        # The endpoint already has its share of deliveries in flight: this one stays due and is
+        # tried again shortly, without counting an attempt, so a slow receiver holds at most
+        # `webhook_endpoint_concurrency` sender threads however many deliveries it is owed.
+        delivery.next_attempt_at = now + timedelta(seconds=get_settings().webhook_busy_retry_seconds)
+        session.flush()
+        return
     body = delivery.payload.encode()
     delivery.attempts += 1
     answer: sender.Answer | None = None
@@ -72,6 +84,8 @@ def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) 
         delivery.last_error = None if answer.ok else _describe(answer.status)
     except (httpx.HTTPError, DomainError) as exc:
         delivery.last_error = (str(exc) or type(exc).__name__)[: sender.BODY_LIMIT]
+    finally:
+        _release_slot(session, slot)
     if answer is not None and answer.ok:
         _finish(delivery, "delivered")
         delivery.delivered_at = now
@@ -86,6 +100,40 @@ def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) 
         if endpoint is not None:
             _note_failure(endpoint, now)
     session.flush()
+
+
+def _take_slot(session: Session, delivery: WebhookDelivery) -> tuple[str, int] | None:
+    """One of the destination's in-flight slots, or None when all are taken: a session-level
+    advisory lock on (destination, slot), held only around the request (`_release_slot`), and
+    released by Postgres anyway if the worker's connection dies."""
+    settings = get_settings()
+    if session.get_bind().dialect.name != "postgresql":
+        return ("", -1)  # SQLite: one writer anyway
+    destination = delivery.endpoint_id or "url:" + (urlsplit(delivery.url).netloc or delivery.url)
+    key = "tuneforge.webhook:" + destination
+    slots = settings.webhook_endpoint_concurrency
+    first = random.randrange(slots)  # spread the threads over the slots
+    # A fast receiver frees a slot within milliseconds, so wait a little before giving this one
+    # back; a slow one keeps them all, and then only this short wait is spent on it.
+    deadline = time.monotonic() + settings.webhook_busy_wait_seconds
+    while True:
+        for offset in range(slots):
+            slot = (first + offset) % slots
+            taken = session.execute(
+                text("SELECT pg_try_advisory_lock(hashtext(:key), :slot)"), {"key": key, "slot": slot}
+            ).scalar_one()
+            if taken:
+                return key, slot
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _release_slot(session: Session, slot: tuple[str, int]) -> None:
+    key, number = slot
+    if number >= 0:
+        unlock = text("SELECT pg_advisory_unlock(hashtext(:key), :slot)")
+        session.execute(unlock, {"key": key, "slot": number})
 
 
 def _schedule_retry(delivery: WebhookDelivery, now: datetime, retry_after: float | None) -> None:

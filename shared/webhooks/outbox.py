@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared import queue
@@ -100,10 +100,25 @@ def list_deliveries(
 
 
 def due_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: int = 100) -> list[str]:
-    """Claim due deliveries for re-enqueueing; pushing `next_attempt_at` out is the lease."""
+    """Claim due deliveries for re-enqueueing; pushing `next_attempt_at` out is the lease.
+
+    At most `webhook_endpoint_concurrency` per destination a pass, most overdue first, so an
+    endpoint with a backlog never fills a pass and the others' retries go out on time."""
+    destination = func.coalesce(WebhookDelivery.endpoint_id, WebhookDelivery.url)
+    ranked = (
+        select(
+            WebhookDelivery.id,
+            func.row_number()
+            .over(partition_by=destination, order_by=WebhookDelivery.next_attempt_at)
+            .label("rank"),
+        )
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .subquery()
+    )
+    fair = select(ranked.c.id).where(ranked.c.rank <= get_settings().webhook_endpoint_concurrency)
     stmt = (
         select(WebhookDelivery)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .where(WebhookDelivery.id.in_(fair), WebhookDelivery.status == "pending")
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -54,6 +54,7 @@ def run_first_story(api_url: str, key: str, receiver: Receiver) -> str:
     assert created.status_code == 201, created.text
     secret = created.json()["secret"]
     assert secret.startswith("whsec_")
+    receiver.expect_secrets(secret)
 
     dataset = upload_dataset(
         http, HUATUO, preset="huatuo", sample_size="100", seed="7", system_prompt=SYSTEM_PROMPT

@@ -22,7 +22,8 @@ def _ready_dataset(http, size: int = 20):  # type: ignore[no-untyped-def]
 
 def test_cancel_a_running_tune(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
-    http.post("/v1/webhook-endpoints", json={"url": receiver.url, "events": ["tune.cancelled"]})
+    endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url, "events": ["tune.cancelled"]})
+    receiver.expect_secrets(endpoint.json()["secret"])
     dataset = _ready_dataset(http)
     # A slow clock for this one job keeps it running while we cancel it.
     tune = http.post(
@@ -45,7 +46,8 @@ def test_cancel_a_running_tune(stack, make_key, receiver) -> None:  # type: igno
 
 def test_provider_failure_is_recorded_and_announced(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
-    http.post("/v1/webhook-endpoints", json={"url": receiver.url, "events": ["tune.failed"]})
+    endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url, "events": ["tune.failed"]})
+    receiver.expect_secrets(endpoint.json()["secret"])
     dataset = _ready_dataset(http, 12)
     tune = http.post(
         "/v1/tunes",

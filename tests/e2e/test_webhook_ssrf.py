@@ -105,6 +105,7 @@ def test_a_redirect_to_an_internal_address_is_not_followed(stack, make_key, rece
     receiver.status_code = 302
     receiver.headers = {"Location": f"http://127.0.0.2:{CANARY_PORT}/"}
     endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    receiver.expect_secrets(endpoint["secret"])
     test = http.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
     assert test.status_code == 202
 

@@ -20,6 +20,7 @@ from shared.webhooks import delivery
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
 from tests.support.procs import wait_for
+from tests.support.receiver import start_receiver
 
 
 def _small_dataset(http, **form):  # type: ignore[no-untyped-def]
@@ -34,6 +35,7 @@ def test_failed_deliveries_are_retried_with_the_same_id(stack, make_key, receive
     endpoint = http.post(
         "/v1/webhook-endpoints", json={"url": receiver.url, "events": ["dataset.ready"]}
     ).json()
+    receiver.expect_secrets(endpoint["secret"])
     dataset = _small_dataset(http)
     assert dataset["status"] == "ready"
 
@@ -61,6 +63,7 @@ def test_a_receiver_that_keeps_failing_is_given_up(stack, make_key, receiver) ->
     http = client(stack.api_url, make_key())
     receiver.status_code = 500
     endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    receiver.expect_secrets(endpoint["secret"])
     _small_dataset(http)
 
     def given_up() -> dict | None:  # type: ignore[type-arg]
@@ -75,6 +78,7 @@ def test_a_receiver_that_keeps_failing_is_given_up(stack, make_key, receiver) ->
 
 def test_per_request_callback_uses_the_default_secret(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
+    receiver.expect_secrets(http.get("/v1/webhooks/default/secret").json()["secret"])
     dataset = _small_dataset(http, webhook_url=receiver.url, webhook_events="dataset.ready")
     assert dataset["status"] == "ready"
     wait_for(lambda: receiver.requests, 15, what="the callback")
@@ -103,6 +107,7 @@ def _deliveries(http, endpoint_id: str) -> list[dict]:  # type: ignore[no-untype
 def test_a_rotated_secret_signs_with_old_and_new_during_the_grace_period(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
     endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    receiver.expect_secrets(endpoint["secret"])
     rotated = http.post(f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret").json()
     old, new = endpoint["secret"], rotated["secret"]
     assert new.startswith("whsec_") and new != old
@@ -118,6 +123,7 @@ def test_a_rotated_secret_signs_with_old_and_new_during_the_grace_period(stack, 
     newest = http.post(
         f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", json={"grace_period_seconds": 0}
     ).json()["secret"]
+    receiver.expect_secrets(newest)
     http.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
     wait_for(lambda: len(receiver.requests) >= 2, 15, what="the second test delivery")
     second = receiver.requests[1]
@@ -131,6 +137,7 @@ def test_410_disables_the_endpoint(stack, make_key, receiver) -> None:  # type: 
     http = client(stack.api_url, make_key())
     receiver.status_code = 410
     endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    receiver.expect_secrets(endpoint["secret"])
     http.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
 
     def disabled() -> dict | None:  # type: ignore[type-arg]
@@ -157,6 +164,7 @@ def test_redelivery_and_the_event_list(stack, make_key, receiver) -> None:  # ty
     endpoint = http.post(
         "/v1/webhook-endpoints", json={"url": receiver.url, "events": ["dataset.ready"]}
     ).json()
+    receiver.expect_secrets(endpoint["secret"])
     dataset = _small_dataset(http)
     wait_for(lambda: receiver.requests, 15, what="dataset.ready")
     delivery = _deliveries(http, endpoint["id"])[0]
@@ -179,6 +187,7 @@ def test_the_retry_schedule_follows_a_controllable_clock(stack, make_key, receiv
     receiver.status_code = 500
     http = client(stack.api_url, make_key(project := f"clock-{new_id('x')}"))
     endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    receiver.expect_secrets(endpoint["secret"])
     schedule = get_settings().webhook_retry_schedule
     # Far in the future, so the running sweep never considers this row due.
     t0 = utcnow() + timedelta(days=30)
@@ -224,6 +233,7 @@ def test_an_endpoint_failing_for_five_days_is_disabled(stack, make_key, receiver
     receiver.status_code = 503
     http = client(stack.api_url, make_key(project := f"days-{new_id('x')}"))
     endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
+    receiver.expect_secrets(endpoint["secret"])
     t0 = utcnow() + timedelta(days=60)
     with session_scope() as session:
         project_id = session.scalar(select(Project.id).where(Project.name == project))
@@ -246,3 +256,42 @@ def test_an_endpoint_failing_for_five_days_is_disabled(stack, make_key, receiver
             delivery.deliver(session, delivery_id, now=now)
     body = http.get(f"/v1/webhook-endpoints/{endpoint['id']}").json()
     assert not body["enabled"] and "5 days" in body["disabled_reason"]
+
+
+def test_a_slow_endpoint_holds_back_neither_other_endpoints_nor_datasets(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
+    """A receiver that takes 4 s to answer gets a burst of deliveries: it occupies at most its
+    per-endpoint share of sender threads, another endpoint's delivery goes out meanwhile, and
+    dataset processing (on the default queue) is not stuck behind any of it."""
+    slow, server = start_receiver()
+    slow.delay = 4.0
+    burst = 16
+    cap = get_settings().webhook_endpoint_concurrency
+    try:
+        http = client(stack.api_url, make_key())
+        slow_endpoint = http.post("/v1/webhook-endpoints", json={"url": slow.url}).json()
+        slow.expect_secrets(slow_endpoint["secret"])
+        for _ in range(burst):
+            assert http.post(f"/v1/webhook-endpoints/{slow_endpoint['id']}/test").status_code == 202
+        wait_for(lambda: slow.in_flight, 10, what="the slow receiver to be busy")
+
+        fast_endpoint = http.post(
+            "/v1/webhook-endpoints", json={"url": receiver.url, "events": ["dataset.ready"]}
+        ).json()
+        receiver.expect_secrets(fast_endpoint["secret"])
+        http.post(f"/v1/webhook-endpoints/{fast_endpoint['id']}/test")
+        wait_for(lambda: receiver.requests, 15, what="the other endpoint's delivery")
+        # Sent while the slow endpoint's first wave (at most `cap` requests) was still in flight.
+        assert len(slow.requests) <= cap < burst, f"it waited for {len(slow.requests)} slow deliveries"
+
+        # Dataset work is on its own queue: it finishes (and is announced) while the burst drags on.
+        dataset = _small_dataset(http)
+        assert dataset["status"] == "ready"
+        wait_for(lambda: len(receiver.requests) >= 2, 15, what="dataset.ready at the other endpoint")
+        assert len(slow.requests) < burst, "dataset processing waited for the slow burst"
+        assert 1 <= slow.max_in_flight <= cap, f"{slow.max_in_flight} deliveries in flight to one endpoint"
+        # The rest of the burst is not sent: a disabled endpoint's deliveries fail without a request.
+        http.patch(f"/v1/webhook-endpoints/{slow_endpoint['id']}", json={"enabled": False})
+    finally:
+        server.shutdown()
+    failures = slow.verification_failures()
+    assert not failures, failures

@@ -1,8 +1,11 @@
-"""A local webhook receiver: records every request it gets."""
+"""A local webhook receiver: records every request it gets, and checks each one's signature with
+two independent verifiers (the `standardwebhooks` reference library and the `openai` SDK's
+`webhooks.verify_signature`) against the secrets its test registered (`expect_secrets`)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +25,45 @@ class Receiver:
     # Answers for the next requests, in order; `status_code` once they run out.
     script: list[int] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+    # Seconds to wait before answering each request (a slow receiver), and the most requests it
+    # was ever answering at once.
+    delay: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def expect_secrets(self, *secrets: str) -> None:
+        """Every request this receiver gets must verify under one of these (the endpoint's secret,
+        the project's default callback secret, a rotated one…)."""
+        self.secrets.extend(secrets)
+
+    def verification_failures(self) -> list[str]:
+        """Why each request that does not verify with both libraries under a registered secret fails."""
+        failures = []
+        for number, request in enumerate(list(self.requests)):
+            if not self.secrets:
+                failures.append(f"request {number}: no secret registered (call receiver.expect_secrets)")
+                continue
+            errors = [error for secret in self.secrets if (error := _verify(request, secret)) is not None]
+            if len(errors) == len(self.secrets):
+                failures.append(f"request {number} ({request.headers.get('webhook-id')}): {errors}")
+        return failures
+
+
+def _verify(request: Received, secret: str) -> str | None:
+    from openai import OpenAI
+    from standardwebhooks import Webhook
+
+    try:
+        Webhook(secret).verify(request.body, request.headers)
+    except Exception as exc:  # noqa: BLE001 - reported with the request
+        return f"standardwebhooks: {exc!r}"
+    try:
+        OpenAI(api_key="unused").webhooks.verify_signature(request.body, request.headers, secret=secret)
+    except Exception as exc:  # noqa: BLE001
+        return f"openai: {exc!r}"
+    return None
 
 
 def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
@@ -31,9 +73,15 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("content-length", 0))
             body = self.rfile.read(length)
-            receiver.requests.append(
-                Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
+            received = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            if receiver.delay:
+                with receiver.lock:
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                time.sleep(receiver.delay)
+                with receiver.lock:
+                    receiver.in_flight -= 1
+            receiver.requests.append(received)
             self.send_response(receiver.script.pop(0) if receiver.script else receiver.status_code)
             for name, value in receiver.headers.items():
                 self.send_header(name, value)

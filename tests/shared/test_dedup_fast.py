@@ -1,0 +1,167 @@
+"""The fast roads of dedup.py give the answers of the plain definitions: `normalise_text` (common
+separators deleted with str.replace) equals the regex alone, and `Deduplicator` (one fingerprint
+pair per unique example, common-shape fingerprints from string hashes) classifies every example as
+two sets of JSON fingerprints would."""
+
+from __future__ import annotations
+
+import json
+import random
+import unicodedata
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.datasets.dedup import (
+    Deduplicator,
+    FingerprintMap,
+    normalise_text,
+    normalise_text_reference,
+    plain_messages,
+)
+from tests.support.paths import DATA, HUATUO
+
+ALPHABET = (
+    "头痛怎么办多休息喝水中文ＡＢＣａｂｃ１２３①ﬁ℃㎡ÄäÖßẞİıΣσς"
+    "abcXYZ0189_ \t\n\r\u3000\u00a0\u200b，。？！、：；“”‘’（）《》【】…—·,.?!:;'\"()[]{}<>-/\\|@#$%^&*+=~`"
+    "e\u0301a\u0308😀👍🏽\ufeff"
+)
+
+
+def random_text(rng: random.Random) -> str:
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(0, 40)))
+
+
+def public_strings() -> list[str]:
+    texts: list[str] = []
+    for line in (DATA / "openai_chat_medicalgpt500.jsonl").read_text(encoding="utf-8").splitlines():
+        texts += [m["content"] for m in json.loads(line)["messages"]]
+    for line in HUATUO.read_text(encoding="utf-8").splitlines():
+        texts += [v for v in json.loads(line).values() if isinstance(v, str)]
+    for row in json.loads((DATA / "alpaca_zh400_en100.json").read_text(encoding="utf-8")):
+        texts += [v for v in row.values() if isinstance(v, str)]
+    return texts
+
+
+def test_normalise_text_is_the_regex_definition() -> None:
+    rng = random.Random(11)
+    texts = public_strings() + [random_text(rng) for _ in range(20_000)]
+    texts += ["", "_", "__a__", "Ｈｅｌｌｏ， Ｗｏｒｌｄ！", "ﬁ", "ẞ", "\u0345", "İstanbul", "ΣΑΣ"]
+    for text in texts:
+        assert normalise_text(text) == normalise_text_reference(text), repr(text)
+    assert normalise_text("头痛怎么办？") == normalise_text("头痛怎么办?") == "头痛怎么办"
+
+
+def reference_duplicate(seen_exact: set[bytes], seen_normalised: set[bytes], example: Any) -> str | None:
+    """The definition: exact = same JSON with sorted keys; normalised = same after every string but
+    roles and keys is normalised; the first occurrence is kept."""
+
+    def normalised(value: Any) -> Any:
+        if isinstance(value, str):
+            return normalise_text_reference(value)
+        if isinstance(value, dict):
+            return {k: (v if k == "role" else normalised(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [normalised(v) for v in value]
+        return value
+
+    exact = orjson.dumps(example, option=orjson.OPT_SORT_KEYS)
+    if exact in seen_exact:
+        return "exact"
+    seen_exact.add(exact)
+    key = orjson.dumps(normalised(example), option=orjson.OPT_SORT_KEYS)
+    if key in seen_normalised:
+        return "normalised"
+    seen_normalised.add(key)
+    return None
+
+
+def variant(example: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A copy that may differ in key order, case, punctuation or spacing, or really differ."""
+    copy = json.loads(json.dumps(example))
+    messages = copy.get("messages") or copy.get("input", {}).get("messages") or []
+    for message in messages:
+        if isinstance(message.get("content"), str):
+            choice = rng.random()
+            if choice < 0.3:
+                message["content"] = message["content"].upper() + " !"
+            elif choice < 0.4:
+                message["content"] += "。"
+            elif choice < 0.45:
+                message["content"] += "不同"
+        if rng.random() < 0.3:
+            items = list(message.items())
+            message.clear()
+            message.update(reversed(items))
+    return copy
+
+
+def test_deduplicator_classifies_as_the_definition() -> None:
+    rng = random.Random(5)
+    base: list[dict[str, Any]] = []
+    for i in range(300):
+        question, answer = random_text(rng) or "q", random_text(rng) or "a"
+        shape = rng.random()
+        if shape < 0.6:
+            example: dict[str, Any] = {
+                "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            }
+        elif shape < 0.7:  # a name: not the plain shape
+            example = {
+                "messages": [
+                    {"role": "user", "content": question, "name": "n"},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        elif shape < 0.8:  # tools beside the messages
+            example = {"messages": [{"role": "user", "content": question}], "tools": [{"q": question}]}
+        elif shape < 0.9:  # DPO
+            example = {
+                "input": {"messages": [{"role": "user", "content": question}]},
+                "preferred_output": [{"role": "assistant", "content": answer}],
+                "non_preferred_output": [{"role": "assistant", "content": answer + "x"}],
+            }
+        else:  # content parts
+            example = {"messages": [{"role": "user", "content": [{"type": "text", "text": question}]}]}
+        base.append(example)
+        if i % 3 == 0:
+            base.append(variant(example, rng))
+    stream = [rng.choice(base) if rng.random() < 0.3 else variant(rng.choice(base), rng) for _ in range(3000)]
+    dedup = Deduplicator()
+    exact: set[bytes] = set()
+    normalised: set[bytes] = set()
+    got = [dedup.duplicate(example) for example in stream]
+    want = [reference_duplicate(exact, normalised, example) for example in stream]
+    assert got == want
+    assert dedup.to_dict() == {"exact": want.count("exact"), "normalised": want.count("normalised")}
+    assert want.count("exact") > 100 and want.count("normalised") > 100
+
+
+def test_plain_messages_ignores_key_order_and_declines_other_shapes() -> None:
+    a = {"messages": [{"role": "user", "content": "x"}, {"content": "y", "role": "assistant"}]}
+    assert plain_messages(a) == (("user", "assistant"), ("x", "y"))
+    assert plain_messages({"messages": [{"role": "user", "content": None}]}) is None
+    assert plain_messages({"messages": [{"role": "user", "content": "x", "name": "n"}]}) is None
+    assert plain_messages({"messages": [], "tools": []}) is None
+    dedup = Deduplicator()
+    b = {"messages": [{"content": "x", "role": "user"}, {"role": "assistant", "content": "y"}]}
+    assert dedup.duplicate(a) is None and dedup.duplicate(b) == "exact"
+
+
+def test_fingerprint_map_keeps_the_first_value_and_grows() -> None:
+    rng = random.Random(9)
+    keys = [rng.getrandbits(64) | 1 for _ in range(50_000)]
+    table = FingerprintMap()
+    assert all(table.setdefault(k, i + 1) == 0 for i, k in enumerate(keys))
+    assert all(table.setdefault(k, 7) == i + 1 for i, k in enumerate(keys))
+    assert table.count == 50_000
+    assert table.nbytes <= 4 * 16 * 50_000  # at most half the pairs in use, 16 bytes a pair
+    with pytest.raises(ValueError):
+        table.setdefault(0, 1)
+
+
+def test_normalise_text_handles_what_nfkc_changes() -> None:
+    text = "Ｆｕｌｌ－ｗｉｄｔｈ ﬁ ①"
+    assert normalise_text(text) == normalise_text_reference(text)
+    assert unicodedata.is_normalized("NFKC", normalise_text(text))
