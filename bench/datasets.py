@@ -276,8 +276,7 @@ def _pipeline(path: Path, threads: int) -> dict[str, Any]:
     from shared import tokens
     from shared.datasets.pipeline import prepare
 
-    tokens.tokenizer_backend(ENCODING)  # load (and, for quicktok, verify) before the clock
-    tokens.get_encoding(ENCODING)
+    tokens.tokenizer_backend(ENCODING)  # load the tokenizer (and check quicktok) before the clock
     directory = path.parent
     start = time.perf_counter()
     with (

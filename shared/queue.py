@@ -50,7 +50,6 @@ def get_celery() -> Celery:
         task_time_limit=600,
         task_soft_time_limit=540,
         broker_connection_retry_on_startup=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": TaskName.SWEEP.value, "schedule": settings.scheduler_interval_seconds}
@@ -60,6 +59,10 @@ def get_celery() -> Celery:
     if settings.celery_broker_url.startswith("redis"):
         # Unacked messages come back after this long if a worker vanished mid-task.
         app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    if settings.celery_broker_url.startswith("redis://"):
+        # So a worker survives Redis restarting under a running task (see shared/broker.py);
+        # rediss:// and sentinel:// keep kombu's own transport.
+        app.conf.broker_transport = "shared.broker:Transport"
     return app
 
 
