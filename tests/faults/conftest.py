@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,12 +32,12 @@ from tests.faults.support import (
 )
 from tests.support.paths import REPO
 from tests.support.procs import Proc, free_port, wait_http
-from tests.support.services import PostgresCluster, RedisServer
+from tests.support.services import PostgresCluster, RedisServer, make_root, record_pid
 
 
 @pytest.fixture(scope="session")
 def fault_stack() -> Iterator[FaultStack]:
-    root = Path(tempfile.mkdtemp(prefix="tuneforge-faults-"))
+    root = make_root("tuneforge-faults-")
     pg: PostgresCluster | None = None
     redis = RedisServer(root / "redis")
     procs: dict[str, Proc] = {}
@@ -74,6 +73,8 @@ def fault_stack() -> Iterator[FaultStack]:
         procs["sandbox"] = Proc("sandbox", ["sandbox", "--port", str(sandbox_port)], env, log_dir)
         procs["api"] = Proc("api", ["api", "--port", str(api_port)], env, log_dir)
         procs["beat"] = Proc("beat", ["beat"], env, log_dir)
+        for name, proc in procs.items():
+            record_pid(root, name, proc.popen.pid)
         stack = FaultStack(
             api_url=f"http://127.0.0.1:{api_port}",
             sandbox_url=f"http://127.0.0.1:{sandbox_port}",

@@ -26,7 +26,7 @@ from shared.models import TaskAttempt, Tune, WebhookDelivery
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
 from tests.support.procs import Proc, wait_for
-from tests.support.services import PostgresCluster, RedisServer
+from tests.support.services import PostgresCluster, RedisServer, record_pid
 
 # The fault stack's recovery timings (seconds): small, so a lost message or a dead worker is
 # noticed in seconds. Kill tests hold provider calls for less than the stale-after time, so a call
@@ -129,6 +129,7 @@ class FaultStack:
         self.workers_started += 1
         name = "worker" if self.workers_started == 1 else f"worker-{self.workers_started}"
         self.procs["worker"] = Proc(name, ["worker", "--concurrency", "2"], self.env, self.log_dir)
+        record_pid(self.log_dir.parent, name, self.procs["worker"].popen.pid)
 
     def kill_worker(self) -> None:
         """SIGKILL the worker's whole process group: the main process and its prefork children."""

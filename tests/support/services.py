@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +39,71 @@ def _pg_bin() -> Path:
 PG_BIN = _pg_bin()
 REDIS_SERVER = os.environ.get("TUNEFORGE_TEST_REDIS_SERVER", "redis-server")
 PG_USER = "postgres"
+OWNER_FILE = "owner.pid"
+PIDS_DIR = "pids"
+
+
+def make_root(prefix: str) -> Path:
+    """A fresh temp folder for one run's servers and processes. Folders that earlier runs left
+    behind when they died without their finalizers (a hard timeout, say) are reaped first."""
+    reap_abandoned(prefix)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    (root / OWNER_FILE).write_text(str(os.getpid()))
+    return root
+
+
+def record_pid(root: Path, name: str, pid: int, mark: str | None = None) -> None:
+    """Note a process started for `root`, so a later run can stop it if this one cannot. `mark`
+    is text its command line or environment carries (by default: the path of `root`)."""
+    (root / PIDS_DIR).mkdir(exist_ok=True)
+    (root / PIDS_DIR / f"{name}.pid").write_text(f"{pid}\n{mark or root}")
+
+
+def reap_abandoned(prefix: str) -> None:
+    """Stop what a dead run left under its own folder, then remove the folder. A process is only
+    signalled if its command line or environment still carries the mark it was recorded with,
+    so a reused pid is left alone."""
+    for root in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        owner = _read_pid(root / OWNER_FILE)
+        if owner is None or _pid_alive(owner):
+            continue
+        for pid_file in root.glob(f"**/{PIDS_DIR}/*.pid"):
+            pid, _, mark = pid_file.read_text().partition("\n")
+            if pid.isdigit() and mark and _mentions(int(pid), mark):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(pid), signal.SIGKILL)
+        for data in root.glob("*/data"):
+            if (data / "postmaster.pid").exists():
+                stop = [*_as_postgres(), str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
+                subprocess.run(stop, capture_output=True, timeout=60, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mentions(pid: int, text: str) -> bool:
+    for part in ("cmdline", "environ"):
+        try:
+            if text.encode() in Path(f"/proc/{pid}/{part}").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _as_postgres() -> list[str]:
@@ -194,6 +260,8 @@ class RedisServer:
             start_new_session=True,
         )
         log.close()
+        # redis-server rewrites its command line to "redis-server 127.0.0.1:<port>".
+        record_pid(self.root, "redis", self.popen.pid, mark=f"127.0.0.1:{self.port}")
         wait_for(self.accepts, 30, interval=0.05, what="redis to accept connections")
 
     def running(self) -> bool:
