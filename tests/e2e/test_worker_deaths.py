@@ -3,11 +3,14 @@ fails with a reason. The deaths are represented by the counts dead workers leave
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 from sqlalchemy import func, select
 
 from shared import attempts, queue
 from shared.db import session_scope
-from shared.models import TaskAttempt, Tune
+from shared.models import TaskAttempt, Tune, utcnow
 from tests.e2e.story import client, upload_dataset, wait_dataset, wait_tune
 from tests.support.paths import HUATUO
 from tests.support.procs import wait_for
@@ -25,6 +28,13 @@ def test_a_poll_that_kept_killing_workers_fails_the_tune(stack, make_key) -> Non
         },
     ).json()
     wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["provider_job_id"], 30, what="submission")
+    # Take the tune off the sweep's schedule and let any poll in flight return first: a regular
+    # poll that finished after the seeding below would clear the count it is meant to trip.
+    with session_scope() as session:
+        session.get(Tune, tune["id"]).next_poll_at = utcnow() + timedelta(days=1)  # type: ignore[union-attr]
+    wait_for(lambda: _poll_count(tune["id"]) == 0, 30, what="polls in flight to return")
+    time.sleep(1.0)  # a poll the sweep enqueued just before may start now
+    wait_for(lambda: _poll_count(tune["id"]) == 0, 30, what="polls in flight to return")
     # Three polls started and never returned, as when the worker process is killed mid-task.
     with session_scope() as session:
         for _ in range(attempts.MAX_ATTEMPTS):
@@ -52,3 +62,9 @@ def test_tasks_that_return_leave_no_attempt_count(stack, make_key) -> None:  # t
 
     # The last poll clears its count just after committing the final status.
     wait_for(lambda: counts_left() == 0, 10, what="attempt counts to be cleared")
+
+
+def _poll_count(tune_id: str) -> int:
+    with session_scope() as session:
+        row = session.get(TaskAttempt, f"poll:{tune_id}")
+        return row.attempts if row else 0
