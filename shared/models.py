@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     TypeDecorator,
@@ -91,6 +94,9 @@ class ApiKey(Timestamped, Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # Chat gateway limits per minute; null falls back to the TUNEFORGE_CHAT_* defaults.
+    rpm_limit: Mapped[int | None]
+    tpm_limit: Mapped[int | None]
 
 
 class Dataset(Timestamped, Base):
@@ -265,9 +271,87 @@ class TaskAttempt(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class ChatAlias(Timestamped, Base):
+    """A stable model name for frontends, pointing at one or more targets (a weighted split)."""
+
+    __tablename__ = "chat_alias"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # [{"model": "<tune id | ft: name | base model>", "weight": 90}, ...]
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    log_requests: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class ChatAliasVersion(Base):
+    """Every state an alias has had, so it can be rolled back to any of them."""
+
+    __tablename__ = "chat_alias_version"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    alias_id: Mapped[str] = mapped_column(ForeignKey("chat_alias.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    log_requests: Mapped[bool] = mapped_column(Boolean, default=False)
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("alias_id", "version"),)
+
+
+class ChatUsage(Base):
+    """Chat tokens and cost, summed per project, key, day, alias and served model.
+
+    The gateway adds to these rows in batches off the request path (one upsert per group)."""
+
+    __tablename__ = "chat_usage"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # "" when the request named a model directly (a primary key column cannot be null).
+    alias: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(20, 10), default=Decimal(0))
+
+
+class ChatLog(Base):
+    """One logged conversation (opt-in per alias): the request's messages and the answer."""
+
+    __tablename__ = "chat_log"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(String(40))
+    alias: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    user: Mapped[str | None] = mapped_column(String(200))
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    response: Mapped[dict[str, Any] | None]
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "project_id", "created_at"),)
+
+
 __all__ = [
     "ApiKey",
     "Base",
+    "ChatAlias",
+    "ChatAliasVersion",
+    "ChatLog",
+    "ChatUsage",
     "Dataset",
     "IdempotencyRecord",
     "Project",
