@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     dataset_max_decompressed_bytes: int = 4 * 1024 * 1024 * 1024
     default_budget_usd: float | None = None
 
+    # Chat gateway (README, Chat). Redis holds the per-key limits and the alias generation that
+    # tells every API process to drop its cached routes; it defaults to the broker when that is
+    # Redis. Without Redis (the embedded default) both live in the one API process.
+    redis_url: str | None = None
+    # Per-key defaults; a key's own rpm_limit / tpm_limit wins. None means unlimited.
+    chat_requests_per_minute: int | None = Field(default=None, ge=1)
+    chat_tokens_per_minute: int | None = Field(default=None, ge=1)
+    # How long a key and a resolved model stay cached in an API process (alias changes are seen
+    # at once through the generation; this bounds key revocation and deleted tunes).
+    chat_cache_seconds: float = 30.0
+    # Usage rows and request logs are written in batches this often, off the request path.
+    chat_flush_seconds: float = 1.0
+    chat_upstream_timeout_seconds: float = 600.0
+    chat_upstream_max_connections: int = Field(default=256, ge=1)
+
     @field_validator("webhook_allowed_hosts", "webhook_allowed_ports", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -112,6 +127,14 @@ class Settings(BaseSettings):
     @property
     def celery_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def chat_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
 
     @property
     def blob_root(self) -> Path:

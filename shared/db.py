@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -65,7 +65,16 @@ def session_scope() -> Iterator[Session]:
             session.rollback()
             raise
         pending = queue.take_pending(session)
+        callbacks: list[Callable[[], None]] = session.info.pop("tuneforge_after_commit", [])
     queue.publish_all(pending)
+    for callback in callbacks:
+        callback()
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the unit of work opened by `session_scope` has committed (never on
+    rollback): for side effects other processes must not see before the rows they describe."""
+    session.info.setdefault("tuneforge_after_commit", []).append(callback)
 
 
 def dispose_after_fork() -> None:

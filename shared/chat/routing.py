@@ -1,7 +1,13 @@
-"""Which provider and upstream model a chat request's `model` means, and what a key may call."""
+"""Which provider and upstream model a chat request's `model` means, and what a key may call.
+
+Resolution has two halves so the gateway can cache the first: `lookup` reads the database once
+per (project, name) and returns a `Resolution` (one route, or an alias's weighted routes);
+`pick` chooses the route for one request without any I/O (sticky per user when one is given)."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from shared import pricing, providers
 from shared.errors import DomainError, NotFound
-from shared.models import Tune, unix
+from shared.models import ChatAlias, Tune, unix
 from shared.tunes import states
 
 
@@ -19,18 +25,33 @@ class Route:
     provider: providers.Provider
     upstream_model: str
     tune_id: str | None = None
+    # The catalog name that prices this route (the `ft:` name or the base model).
+    priced_as: str = ""
+    alias: str | None = None
+    log_requests: bool = False
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Routes with their weights (one route with weight 1 for anything but a split alias)."""
+
+    routes: tuple[Route, ...]
+    weights: tuple[int, ...]
+    alias: str | None = None
+    alias_version: int | None = None
 
 
 def _model_not_found(model: str) -> NotFound:
     return NotFound(
         f"The model {model!r} does not exist or you do not have access to it. "
-        "Use a tune id, a fine-tuned model name from GET /v1/models, or a supported base model.",
+        "Use an alias, a tune id, a fine-tuned model name from GET /v1/models, or a supported base model.",
         code="model_not_found",
         param="model",
     )
 
 
-def resolve(session: Session, *, project_id: str, model: str) -> Route:
+def resolve_target(session: Session, *, project_id: str, model: str) -> Route:
+    """A concrete model (not an alias): a tune id, a fine-tuned name or a catalog base model."""
     tune: Tune | None = None
     if model.startswith("tune_"):
         tune = session.get(Tune, model)
@@ -45,23 +66,84 @@ def resolve(session: Session, *, project_id: str, model: str) -> Route:
             base = pricing.resolve_model(model)
         except DomainError:
             raise _model_not_found(model) from None
-        return Route(provider=providers.resolve(None), upstream_model=base.name)
+        return Route(provider=providers.resolve(None), upstream_model=base.name, priced_as=base.name)
     if tune is None or tune.status != states.SUCCEEDED or not tune.fine_tuned_model:
         raise _model_not_found(model)
     return Route(
-        provider=providers.resolve(tune.provider), upstream_model=tune.fine_tuned_model, tune_id=tune.id
+        provider=providers.resolve(tune.provider),
+        upstream_model=tune.fine_tuned_model,
+        tune_id=tune.id,
+        priced_as=tune.fine_tuned_model,
     )
 
 
+def lookup(session: Session, *, project_id: str, model: str) -> Resolution:
+    """An alias of the project first (aliases shadow base model names), then a concrete model."""
+    alias = session.scalar(
+        select(ChatAlias).where(ChatAlias.project_id == project_id, ChatAlias.name == model)
+    )
+    if alias is None:
+        return Resolution(routes=(resolve_target(session, project_id=project_id, model=model),), weights=(1,))
+    routes: list[Route] = []
+    weights: list[int] = []
+    for target in alias.targets:
+        route = resolve_target(session, project_id=project_id, model=target["model"])
+        routes.append(
+            Route(
+                provider=route.provider,
+                upstream_model=route.upstream_model,
+                tune_id=route.tune_id,
+                priced_as=route.priced_as,
+                alias=alias.name,
+                log_requests=alias.log_requests,
+            )
+        )
+        weights.append(int(target.get("weight", 1)))
+    return Resolution(
+        routes=tuple(routes), weights=tuple(weights), alias=alias.name, alias_version=alias.version
+    )
+
+
+def pick(resolution: Resolution, user: str | None = None) -> Route:
+    """The route for one request. With a `user`, the same user always lands on the same target
+    of a given split (a stable hash of alias and user), so a conversation does not flip models."""
+    if len(resolution.routes) == 1:
+        return resolution.routes[0]
+    total = sum(resolution.weights)
+    if user:
+        digest = hashlib.blake2b(f"{resolution.alias}\0{user}".encode(), digest_size=8).digest()
+        point = int.from_bytes(digest, "big") % total
+    else:
+        point = random.randrange(total)
+    for route, weight in zip(resolution.routes, resolution.weights, strict=True):
+        if point < weight:
+            return route
+        point -= weight
+    return resolution.routes[-1]
+
+
 def list_models(session: Session, *, project_id: str) -> list[dict[str, Any]]:
-    """Fine-tuned models of the project first, then the base models it may call."""
+    """Aliases of the project, its fine-tuned models, then the base models it may call."""
     catalog = pricing.load_catalog()
+    models: list[dict[str, Any]] = []
+    for alias in session.scalars(
+        select(ChatAlias).where(ChatAlias.project_id == project_id).order_by(ChatAlias.name)
+    ):
+        models.append(
+            {
+                "id": alias.name,
+                "object": "model",
+                "created": unix(alias.created_at),
+                "owned_by": project_id,
+                "alias": True,
+                "targets": alias.targets,
+            }
+        )
     tuned = session.scalars(
         select(Tune)
         .where(Tune.project_id == project_id, Tune.status == states.SUCCEEDED)
         .order_by(Tune.id.desc())
     )
-    models: list[dict[str, Any]] = []
     for tune in tuned:
         base = catalog.models.get(tune.base_model)
         models.append(
