@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 def _route(token: str | None, model: str) -> Route:
     with session_scope() as session:
         principal = auth.authenticate(session, token)
-        return routing.resolve(session, project_id=principal.project_id, model=model)
+        return routing.pick(routing.lookup(session, project_id=principal.project_id, model=model))
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
