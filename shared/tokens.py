@@ -277,14 +277,16 @@ def _joined_counter(
 _REFUSED = (TypeError, ValueError, UnicodeError)
 
 
-def _fast_backend(encoding_name: str) -> _Backend | None:
-    """quicktok's tokenizer for the encoding when it is installed and both its single and batch
-    calls give tiktoken's counts on every probe; None otherwise. Strings it refuses (lone
-    surrogates) are counted by tiktoken, loaded then."""
+def fast_backend(encoding_name: str, tokenizer: Any = None) -> _Backend | None:
+    """quicktok's tokenizer for the encoding (or `tokenizer`, an object with quicktok's `count`
+    and `encode_batch`) when it is available and both its single and batch calls give tiktoken's
+    counts on every probe; None otherwise. Strings it refuses (lone surrogates) are counted by
+    tiktoken, loaded then."""
     try:
-        import quicktok  # type: ignore[import-not-found,unused-ignore]
+        if tokenizer is None:
+            import quicktok  # type: ignore[import-not-found,unused-ignore]
 
-        tokenizer = quicktok.get_encoding(encoding_name)
+            tokenizer = quicktok.get_encoding(encoding_name)
         count, encode_batch = tokenizer.count, tokenizer.encode_batch
         probes = list(_PROBES)
         known = _PROBE_COUNTS.get(encoding_name)
@@ -321,12 +323,26 @@ def _fast_backend(encoding_name: str) -> _Backend | None:
     return _Backend("quicktok", count_all, count_detached=count_detached, native_threads=True)
 
 
+TOKENIZERS = ("auto", "tiktoken", "quicktok")
+
+
+def _choice(tokenizer: str | None) -> str:
+    choice = tokenizer or get_settings().tokenizer
+    if choice not in TOKENIZERS:
+        raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {choice!r}")
+    return choice
+
+
+def tokenizer_backend(encoding_name: str, tokenizer: str | None = None) -> _Backend:
+    """The backend that counts `encoding_name`: quicktok when usable (see above) unless
+    `tokenizer` (default: TUNEFORGE_TOKENIZER) is "tiktoken", else tiktoken."""
+    return _backend(encoding_name, _choice(tokenizer))
+
+
 @cache
-def tokenizer_backend(encoding_name: str) -> _Backend:
-    """The backend that counts `encoding_name`: quicktok when usable (see above) and not turned
-    off with TUNEFORGE_TOKENIZER=tiktoken, else tiktoken."""
-    if get_settings().tokenizer != "tiktoken":
-        fast = _fast_backend(encoding_name)
+def _backend(encoding_name: str, choice: str) -> _Backend:
+    if choice != "tiktoken":
+        fast = fast_backend(encoding_name)
         if fast is not None:
             return fast
     return _tiktoken_backend(encoding_name)
@@ -409,10 +425,14 @@ class TokenLengths:
         return counts
 
 
+def token_lengths(encoding_name: str, tokenizer: str | None = None) -> TokenLengths:
+    """The process-wide cached lengths for `encoding_name`, counted by `tokenizer_backend`."""
+    return _lengths(encoding_name, _choice(tokenizer))
+
+
 @cache
-def token_lengths(encoding_name: str) -> TokenLengths:
-    """The process-wide cached lengths for `encoding_name`."""
-    return TokenLengths(encoding_name)
+def _lengths(encoding_name: str, choice: str) -> TokenLengths:
+    return TokenLengths(encoding_name, _backend(encoding_name, choice))
 
 
 def count_text_tokens(text: str, encoding: tiktoken.Encoding) -> int:
@@ -509,9 +529,13 @@ class ExampleCounter:
     `close()` (or `with`) stops the threads."""
 
     def __init__(
-        self, encoding_name: str, threads: int | None = None, lengths: TokenLengths | None = None
+        self,
+        encoding_name: str,
+        threads: int | None = None,
+        lengths: TokenLengths | None = None,
+        tokenizer: str | None = None,
     ) -> None:
-        self.lengths = lengths or token_lengths(encoding_name)
+        self.lengths = lengths or token_lengths(encoding_name, tokenizer)
         self.backend = self.lengths.backend
         self.threads = max(1, threads if threads is not None else default_threads())
         self._pool: ThreadPoolExecutor | None = None

@@ -6,7 +6,7 @@ example is written once its batch is counted (memory does not grow with the file
 bytes of fingerprints per unique example); with it, a seeded reservoir keeps `sample_size` examples
 and writes them at the end, in input order.
 
-Token counting goes a batch of rows at a time (`_BATCH` rows or `_BATCH_CHARS` characters): rows
+Token counting goes a batch of rows at a time (`batch_rows` rows or `_BATCH_CHARS` characters): rows
 are read, mapped and deduplicated into a batch, whose distinct strings that the bounded cache does
 not know (shared.tokens.ExampleCounter) are then counted once, in background threads
 (`tokenizer_threads`, default: the CPUs available), while the next batch is read; then the batch
@@ -46,6 +46,7 @@ from shared.pricing import quote, resolve_model, validate_n_epochs
 from shared.tokens import (
     ExampleCounter,
     Submitted,
+    TokenLengths,
     encoding_name_for_model,
     example_messages_for_stats,
     training_example_token_upper_bound,
@@ -59,7 +60,7 @@ _SHUTDOWN_WARNING_DAYS = 90
 _CHAT_KEYS = frozenset(CHAT_TOP_LEVEL_KEYS)
 # Rows per token-counting batch: big enough to keep the threads busy, small enough that a batch's
 # examples are a few MiB; a batch of long examples ends early, at _BATCH_CHARS characters.
-_BATCH = 2048
+DEFAULT_BATCH_ROWS = 2048
 _BATCH_CHARS = 1 << 21
 # A row waiting for its batch's counts: (line, example, ticket, roles of a plain example or None),
 # or (line, None, (code, message), None) for a rejected row.
@@ -85,6 +86,9 @@ def prepare(
     encoding: str | None = None,
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
     tokenizer_threads: int | None = None,
+    tokenizer: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    token_lengths: TokenLengths | None = None,
 ) -> DatasetReport:
     """Turn an upload into chat-format train/validation JSONL and return the report.
 
@@ -106,8 +110,11 @@ def prepare(
     `validation_fraction`: each example goes to validation when a seeded hash of its normalised
     first user message falls below the fraction, so duplicate questions never straddle the split
     (the realised share is therefore close to, not exactly, the fraction).
-    `tokenizer_threads`: threads that tokenize (default `shared.tokens.default_threads()`); the
-    outputs and the report do not depend on it.
+    `tokenizer_threads`: threads that tokenize (default `shared.tokens.default_threads()`);
+    `tokenizer`: "auto", "tiktoken" or "quicktok" (default: TUNEFORGE_TOKENIZER; see
+    `shared.tokens.tokenizer_backend`); `batch_rows`: rows per token-counting batch;
+    `token_lengths`: the length cache to count through (default: the process-wide one for the
+    encoding and tokenizer). The outputs and the report depend on none of these.
 
     Raises `InvalidInput` for bad arguments (unknown preset, format, encoding or model, n_epochs,
     sample_size, validation_fraction) before reading, and `DatasetInvalid` when the file holds no
@@ -135,6 +142,8 @@ def prepare(
         raise ValueError("error_limit must be >= 0")
     if tokenizer_threads is not None and tokenizer_threads < 1:
         raise ValueError("tokenizer_threads must be >= 1")
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be >= 1")
     run = _Run(
         train_out=train_out,
         validation_out=validation_out,
@@ -146,6 +155,9 @@ def prepare(
         target_model=target_model,
         error_limit=error_limit,
         tokenizer_threads=tokenizer_threads,
+        tokenizer=tokenizer,
+        batch_rows=batch_rows,
+        token_lengths=token_lengths,
     )
     try:
         run.consume(source, format=format, encoding=encoding, max_decompressed_bytes=max_decompressed_bytes)
@@ -180,6 +192,9 @@ class _Run:
         target_model: str,
         error_limit: int,
         tokenizer_threads: int | None = None,
+        tokenizer: str | None = None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        token_lengths: TokenLengths | None = None,
     ) -> None:
         self.train_out = train_out
         self.validation_out = validation_out
@@ -205,7 +220,8 @@ class _Run:
         self.format = "jsonl"
         self.columns = TabularColumns("jsonl")
         self.intake_warnings: list[dict[str, str]] = []
-        self.counter = ExampleCounter(self.encoding_name, tokenizer_threads)
+        self.counter = ExampleCounter(self.encoding_name, tokenizer_threads, token_lengths, tokenizer)
+        self.batch_rows = batch_rows
         # Rows waiting for their batch's token counts, in input order (`_Pending`). While one
         # batch is read, the batch before it may still be counting (`counting`).
         self.batch: list[_Pending] = []
@@ -236,7 +252,7 @@ class _Run:
             if report.rows_read == _GIVE_UP_AFTER_LINES:
                 self._drain()
                 self._check_is_data()
-            elif len(self.batch) >= _BATCH or self.counter.chars >= _BATCH_CHARS:
+            elif len(self.batch) >= self.batch_rows or self.counter.chars >= _BATCH_CHARS:
                 self._next_batch()
         self._drain()
         report.blank_lines = intake.blank_lines
@@ -405,8 +421,8 @@ class _Run:
         self._check_is_data()
         self.reservoir.sort(key=lambda item: item[0])
         counter = self.counter
-        for start in range(0, len(self.reservoir), _BATCH):
-            kept = self.reservoir[start : start + _BATCH]
+        for start in range(0, len(self.reservoir), self.batch_rows):
+            kept = self.reservoir[start : start + self.batch_rows]
             tickets = [counter.add(example) if tokens is None else None for _, example, tokens in kept]
             counter.resolve()
             for (_, example, tokens), ticket in zip(kept, tickets, strict=True):

@@ -12,8 +12,10 @@ import pytest
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.malformed import GOOD, MB, jsonl, qa
 from tests.support.paths import DATA, HUATUO
+from tests.support.procs import Proc, free_port, wait_http
 
 GBK_CSV = DATA / "toyhom_neike_sample500_gbk.csv"
+SMALL_UPLOADS = {"TUNEFORGE_UPLOAD_MAX_BYTES": "1000"}
 
 
 def _upload(http, name: str, data: bytes, **form: str) -> dict:  # type: ignore[no-untyped-def]
@@ -120,23 +122,24 @@ def test_format_and_encoding_form_fields(stack, make_key) -> None:  # type: igno
         assert (error["code"], error["param"]) == (code, next(iter(form)))
 
 
-def test_an_upload_over_the_limit_answers_413(make_key, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    # In-process, so the limit can be lowered for this one request (the shared stack runs with
-    # the default 512 MiB).
-    from starlette.testclient import TestClient
-
-    from api.main import create_app
+def test_an_upload_over_the_limit_answers_413(database, make_key, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # An API process of its own, started with a 1000-byte limit (the shared stack runs with the
+    # default 512 MiB): the limit is read from the settings, as in production. The process
+    # inherits the test environment (tests/conftest.py's TEST_ENV) with the limit added.
     from shared.config import get_settings
 
-    monkeypatch.setattr(get_settings(), "upload_max_bytes", 1000)
-    http = TestClient(create_app())
-    response = http.post(
-        "/v1/datasets",
-        headers={"Authorization": f"Bearer {make_key()}"},
-        files={"file": ("big.jsonl", jsonl(*GOOD) * 3)},
-    )
-    assert response.status_code == 413, response.text
-    error = response.json()["error"]
-    assert error["code"] == "payload_too_large" and error["param"] == "file"
-    assert "1000 bytes" in error["message"] and "TUNEFORGE_UPLOAD_MAX_BYTES" in error["message"]
+    port = free_port()
+    api = Proc("api-small-uploads", ["api", "--port", str(port)], SMALL_UPLOADS, tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", api)
+        http = client(f"http://127.0.0.1:{port}", make_key())
+        response = http.post("/v1/datasets", files={"file": ("big.jsonl", jsonl(*GOOD) * 3)})
+        assert response.status_code == 413, response.text
+        error = response.json()["error"]
+        assert error["code"] == "payload_too_large" and error["param"] == "file"
+        assert "1000 bytes" in error["message"] and "TUNEFORGE_UPLOAD_MAX_BYTES" in error["message"]
+        small = http.post("/v1/datasets", files={"file": ("small.jsonl", jsonl(*GOOD[:1]))})
+        assert small.status_code == 202, small.text  # under the limit: accepted by the same process
+    finally:
+        api.stop()
     assert not list((get_settings().blob_root / "datasets").rglob("*.part"))  # nothing left behind

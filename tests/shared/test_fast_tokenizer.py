@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.support.paths import DATA, HUATUO, TIKTOKEN_DIR
+from tests.support.paths import DATA, HUATUO, REPO, TIKTOKEN_DIR
 
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_DIR))
 
@@ -23,7 +25,6 @@ quicktok = pytest.importorskip(
 import tiktoken  # noqa: E402
 
 from shared import tokens  # noqa: E402
-from shared.config import get_settings  # noqa: E402
 from shared.datasets.pipeline import prepare  # noqa: E402
 
 SYSTEM = "你是一名经验丰富的医生，请用简洁的中文回答。"
@@ -35,26 +36,6 @@ SAMPLES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch: pytest.MonkeyPatch) -> Any:
-    def reset() -> None:
-        get_settings.cache_clear()
-        tokens.tokenizer_backend.cache_clear()
-        tokens.token_lengths.cache_clear()
-
-    reset()
-    yield monkeypatch
-    monkeypatch.undo()
-    reset()
-
-
-def use(monkeypatch: pytest.MonkeyPatch, tokenizer: str) -> None:
-    monkeypatch.setenv("TUNEFORGE_TOKENIZER", tokenizer)
-    get_settings.cache_clear()
-    tokens.tokenizer_backend.cache_clear()
-    tokens.token_lengths.cache_clear()
-
-
 def run(path: Any, **options: Any) -> tuple[dict[str, Any], bytes]:
     train = io.BytesIO()
     report = prepare(io.BytesIO(path.read_bytes()), train_out=train, validation_out=io.BytesIO(), **options)
@@ -62,23 +43,17 @@ def run(path: Any, **options: Any) -> tuple[dict[str, Any], bytes]:
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini-2024-07-18", "gpt-3.5-turbo-0125"])
-def test_quicktok_counts_every_public_example_as_tiktoken_does(
-    monkeypatch: pytest.MonkeyPatch, model: str
-) -> None:
+def test_quicktok_counts_every_public_example_as_tiktoken_does(model: str) -> None:
     encoding = tiktoken.get_encoding(tokens.encoding_name_for_model(model))
-    use(monkeypatch, "quicktok")
-    fast = tokens.tokenizer_backend(encoding.name)
+    fast = tokens.tokenizer_backend(encoding.name, "quicktok")
     assert fast.name == "quicktok"
+    assert tokens.tokenizer_backend(encoding.name, "tiktoken").name == "tiktoken"
     for path, options in SAMPLES:
-        use(monkeypatch, "tiktoken")
-        reference_report, train = run(path, target_model=model, **options)
-        use(monkeypatch, "quicktok")
-        assert tokens.tokenizer_backend(encoding.name).name == "quicktok"
+        reference_report, train = run(path, target_model=model, tokenizer="tiktoken", **options)
         for threads in (1, 2):
-            assert run(path, target_model=model, tokenizer_threads=threads, **options) == (
-                reference_report,
-                train,
-            )
+            assert run(
+                path, target_model=model, tokenizer="quicktok", tokenizer_threads=threads, **options
+            ) == (reference_report, train)
         examples = [orjson.loads(line) for line in train.splitlines()]
         assert len(examples) == reference_report["train_examples"] >= 400
         texts = [
@@ -91,42 +66,70 @@ def test_quicktok_counts_every_public_example_as_tiktoken_does(
         expected = [len(encoding.encode_ordinary(text)) for text in texts]
         assert fast.count_all(texts) == expected
         assert fast.count_detached is not None and fast.count_detached(texts, 2) == expected
+        lengths = tokens.TokenLengths(encoding.name, fast)
         for example in examples:
             messages = tokens._counted_messages(example)
-            assert tokens.count_training_example(example, encoding) == sum(
+            fixed, strings = tokens.example_parts(messages)
+            assert fixed + sum(map(lengths, strings)) == sum(
                 3 + sum(len(encoding.encode_ordinary(v)) for v in m.values() if isinstance(v, str))
                 for m in messages
             ) + 3 + sum(1 for m in messages if "name" in m)
 
 
-def test_quicktok_is_used_only_when_it_agrees_with_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
-    use(monkeypatch, "auto")
-    assert tokens.tokenizer_backend("o200k_base").name == "quicktok"
-    use(monkeypatch, "tiktoken")
-    assert tokens.tokenizer_backend("o200k_base").name == "tiktoken"
-
-    real = quicktok.get_encoding
+def test_quicktok_is_used_only_when_it_agrees_with_tiktoken() -> None:
+    assert tokens.tokenizer_backend("o200k_base", "auto").name == "quicktok"
+    assert tokens.tokenizer_backend("o200k_base", "tiktoken").name == "tiktoken"
+    real = quicktok.get_encoding("o200k_base")
+    verified = tokens.fast_backend("o200k_base", real)
+    assert verified is not None and verified.name == "quicktok"
 
     class OffByOne:
-        def __init__(self, name: str) -> None:
-            self.inner = real(name)
+        """quicktok's tokenizer, wrong on one probe only."""
 
         def count(self, text: str) -> int:
-            return self.inner.count(text) + (text == "hello")  # wrong on one probe only
+            return real.count(text) + (text == "hello")  # type: ignore[no-any-return]
 
         def encode_batch(self, *args: Any) -> Any:
-            return self.inner.encode_batch(*args)
+            return real.encode_batch(*args)
 
-    monkeypatch.setattr(quicktok, "get_encoding", OffByOne)
-    use(monkeypatch, "auto")
-    assert tokens.tokenizer_backend("o200k_base").name == "tiktoken"
+    class BatchOffByOne(OffByOne):
+        """Right one text at a time, wrong in its batch call."""
 
-    def missing(name: str) -> Any:
-        raise RuntimeError(f"no encoding {name}")
+        def count(self, text: str) -> int:
+            return real.count(text)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(quicktok, "get_encoding", missing)
-    use(monkeypatch, "auto")
-    assert tokens.tokenizer_backend("cl100k_base").name == "tiktoken"
+        def encode_batch(self, texts: list[str], *args: Any) -> Any:
+            return real.encode_batch([t + " x" if t == "hello" else t for t in texts], *args)
+
+    assert tokens.fast_backend("o200k_base", OffByOne()) is None
+    assert tokens.fast_backend("o200k_base", BatchOffByOne()) is None
+    # An encoding that quicktok does not ship: declined, so tiktoken would count it.
+    assert tokens.fast_backend("p50k_base") is None
+
+
+def test_without_quicktok_auto_counts_with_tiktoken() -> None:
+    """A process where quicktok cannot be imported (the default install) counts with tiktoken,
+    with the same report."""
+    script = (
+        "import io, sys\n"
+        "sys.modules['quicktok'] = None  # this child only: `import quicktok` raises ImportError\n"
+        "from shared import tokens\n"
+        "from shared.datasets.pipeline import prepare\n"
+        "print(tokens.tokenizer_backend('o200k_base', 'auto').name)\n"
+        f"data = open({str(SAMPLES[0][0])!r}, 'rb').read()\n"
+        "out = io.BytesIO()\n"
+        "report = prepare(io.BytesIO(data), train_out=out, validation_out=io.BytesIO(), tokenizer='auto')\n"
+        "print(report.tokens['total'], report.train_examples)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    name, figures = done.stdout.splitlines()
+    assert name == "tiktoken"
+    reference, _ = run(SAMPLES[0][0], tokenizer="tiktoken")
+    assert figures == f"{reference['tokens']['total']} {reference['train_examples']}"
 
 
 def test_the_probes_cover_what_chat_data_holds() -> None:

@@ -77,29 +77,10 @@ def tricky_texts() -> list[str]:
 
 
 @pytest.fixture(params=["tiktoken", "auto"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both backends the settings can pick; "auto" is quicktok when it is installed."""
-    monkeypatch.setenv("TUNEFORGE_TOKENIZER", request.param)
-    _reset(monkeypatch)
-    return tokens.tokenizer_backend("o200k_base").name
-
-
-def _reset(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.config import get_settings
-
-    get_settings.cache_clear()
-    tokens.tokenizer_backend.cache_clear()
-    tokens.token_lengths.cache_clear()
-
-
-@pytest.fixture(autouse=True)
-def _restore() -> Any:
-    yield
-    from shared.config import get_settings
-
-    get_settings.cache_clear()
-    tokens.tokenizer_backend.cache_clear()
-    tokens.token_lengths.cache_clear()
+def backend(request: pytest.FixtureRequest) -> str:
+    """Both tokenizer choices, passed to the code explicitly; "auto" is quicktok when it is
+    installed (the test extra installs it)."""
+    return str(request.param)
 
 
 @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
@@ -107,7 +88,7 @@ def test_every_route_counts_what_tiktoken_counts(name: str, backend: str) -> Non
     encoding = tiktoken.get_encoding(name)
     texts = public_texts() + tricky_texts()
     expected = [len(encoding.encode(text, disallowed_special=())) for text in texts]
-    chosen = tokens.tokenizer_backend(name)
+    chosen = tokens.tokenizer_backend(name, backend)
     assert chosen.count_all(texts) == expected
     assert chosen.count_detached is not None  # tiktoken's joined call works on the pinned version
     assert chosen.count_detached(texts, 2) == expected
@@ -123,7 +104,7 @@ def test_lone_surrogates_fall_back_to_tiktoken(backend: str) -> None:
     encoding = tiktoken.get_encoding("o200k_base")
     texts = ["ok", "bad \ud800 half", "fine"]
     expected = [len(encoding.encode_ordinary(text)) for text in texts]
-    chosen = tokens.tokenizer_backend("o200k_base")
+    chosen = tokens.tokenizer_backend("o200k_base", backend)
     assert chosen.count_all(texts) == expected
     assert chosen.count_detached is not None and chosen.count_detached(texts, 1) == expected
 
@@ -184,14 +165,14 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "data", "options"), CASES, ids=[c[0] for c in CASES])
 def test_threads_and_batches_change_nothing(
-    name: str, data: Any, options: dict[str, Any], backend: str, monkeypatch: pytest.MonkeyPatch
+    name: str, data: Any, options: dict[str, Any], backend: str
 ) -> None:
     raw = data()
+    options = {**options, "tokenizer": backend}
     sequential = run(raw, tokenizer_threads=1, **options)
     # Small batches: many batches in flight, strings shared across them, every boundary crossed.
-    monkeypatch.setattr(pipeline, "_BATCH", 7)
     for threads in (1, 2, 4):
-        assert run(raw, tokenizer_threads=threads, **options) == sequential
+        assert run(raw, tokenizer_threads=threads, batch_rows=7, **options) == sequential
     report, train, validation = sequential
     assert report["train_examples"] >= 10 and report["errors_total"] == report["skipped"]
     encoding = tiktoken.get_encoding(
@@ -235,14 +216,16 @@ class Recording:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_shared_system_prompt_is_tokenized_once(
-    threads: int, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    recording = Recording(tokens.tokenizer_backend("o200k_base"))
+def test_a_shared_system_prompt_is_tokenized_once(threads: int, backend: str) -> None:
+    recording = Recording(tokens.tokenizer_backend("o200k_base", backend))
     fresh = tokens.TokenLengths("o200k_base", recording)  # type: ignore[arg-type]
-    monkeypatch.setattr(tokens, "token_lengths", lambda name: fresh)
-    monkeypatch.setattr(pipeline, "_BATCH", 16)  # dozens of batches, two in flight at a time
-    report, train, _ = run(CHAT.read_bytes(), system_prompt=SYSTEM, tokenizer_threads=threads)
+    report, train, _ = run(
+        CHAT.read_bytes(),
+        system_prompt=SYSTEM,
+        tokenizer_threads=threads,
+        token_lengths=fresh,
+        batch_rows=16,  # dozens of batches, two in flight at a time
+    )
     assert report["train_examples"] == 500
     assert recording.seen.count(SYSTEM) == 1
     assert recording.seen.count("assistant") == 1
