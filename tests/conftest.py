@@ -51,6 +51,11 @@ TEST_ENV = {
     # Small enough that the gzip-bomb upload test is quick; far above any legitimate test file.
     "TUNEFORGE_DATASET_MAX_DECOMPRESSED_BYTES": str(64 * 1024 * 1024),
     "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR),
+    # The reference tokenizer for every process of the run, whatever the developer's shell says.
+    # The optional fast one (quicktok, installed by the test extra) is covered by tests that ask
+    # for it by name and compare it with tiktoken (tests/shared/test_fast_tokenizer.py,
+    # test_tokens_parallel.py).
+    "TUNEFORGE_TOKENIZER": "tiktoken",
     # A developer's .env (say, with a real OpenAI key) must never reach the test run.
     "TUNEFORGE_ENV_FILE": str(WORK_DIR / "absent.env"),
 }
