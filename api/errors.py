@@ -20,6 +20,7 @@ DATABASE_RETRY_AFTER_S = 2
 
 STATUS: list[tuple[type[errors.DomainError], int, str]] = [
     (errors.NotFound, 404, "invalid_request_error"),
+    (errors.RateLimited, 429, "rate_limit_error"),
     (errors.Unauthorized, 401, "authentication_error"),
     (errors.PayloadTooLarge, 413, "invalid_request_error"),
     (errors.InvalidState, 409, "invalid_request_error"),
@@ -48,8 +49,17 @@ def status_and_body(exc: errors.DomainError) -> tuple[int, dict[str, Any]]:
 def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.DomainError)
     status, body = status_and_body(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=error_headers(exc, status))
+
+
+def error_headers(exc: errors.DomainError, status: int) -> dict[str, str] | None:
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, errors.RateLimited):
+        return {**exc.headers, "Retry-After": str(int(exc.retry_after))}
+    if isinstance(exc, errors.UpstreamError) and exc.retry_after:
+        return {"Retry-After": exc.retry_after}
+    return None
 
 
 def _validation(request: Request, exc: Exception) -> JSONResponse:

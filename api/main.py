@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,14 +10,16 @@ from fastapi import FastAPI
 
 from api import errors
 from api.idempotency import IdempotencyMiddleware
-from api.routes import chat, datasets, health, provider_webhooks, tunes, webhooks
+from api.routes import aliases, chat, datasets, health, provider_webhooks, tunes, webhooks
 from shared import logs
-from shared.chat import gateway
+from shared.chat import accounting, gateway
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    flusher = asyncio.create_task(accounting.recorder.run())
     yield
+    flusher.cancel()
     await gateway.close_all()
 
 
@@ -30,6 +33,6 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(IdempotencyMiddleware)
-    for module in (health, datasets, tunes, webhooks, provider_webhooks, chat):
+    for module in (health, datasets, tunes, webhooks, provider_webhooks, chat, aliases):
         app.include_router(module.router)
     return app

@@ -87,7 +87,13 @@ def _keys_create(args: argparse.Namespace) -> None:
 
     with session_scope() as session:
         project = auth.get_or_create_project(session, args.project)
-        key = auth.create_key(session, project=project, name=args.name)
+        key = auth.create_key(
+            session,
+            project=project,
+            name=args.name,
+            requests_per_minute=args.rpm,
+            tokens_per_minute=args.tpm,
+        )
     print(key)
 
 
@@ -177,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a project key and print it")
     create.add_argument("--project", required=True)
     create.add_argument("--name")
+    create.add_argument("--rpm", type=int, help="chat requests per minute for this key (default: unlimited)")
+    create.add_argument("--tpm", type=int, help="chat tokens per minute for this key (default: unlimited)")
     create.set_defaults(func=_keys_create)
     return p
 

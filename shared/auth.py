@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import crypto
-from shared.errors import Unauthorized
+from shared.errors import InvalidInput, Unauthorized
 from shared.ids import new_id
 from shared.models import ApiKey, Project
 
@@ -40,8 +40,21 @@ def get_or_create_project(session: Session, name: str) -> Project:
     return project
 
 
-def create_key(session: Session, *, project: Project, name: str | None = None) -> str:
-    """Create a key and return its plaintext; this is the only time it exists unhashed."""
+def create_key(
+    session: Session,
+    *,
+    project: Project,
+    name: str | None = None,
+    requests_per_minute: int | None = None,
+    tokens_per_minute: int | None = None,
+) -> str:
+    """Create a key and return its plaintext; this is the only time it exists unhashed.
+
+    The per-minute limits apply to the chat gateway; None falls back to the deployment's
+    TUNEFORGE_CHAT_REQUESTS_PER_MINUTE / TUNEFORGE_CHAT_TOKENS_PER_MINUTE."""
+    for label, limit in (("requests", requests_per_minute), ("tokens", tokens_per_minute)):
+        if limit is not None and limit < 1:
+            raise InvalidInput(f"The {label} per minute limit must be at least 1.", code="invalid_limit")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(24)
     session.add(
         ApiKey(
@@ -50,6 +63,8 @@ def create_key(session: Session, *, project: Project, name: str | None = None) -
             name=name,
             prefix=plaintext[:10],
             key_hash=crypto.hash_api_key(plaintext),
+            rpm_limit=requests_per_minute,
+            tpm_limit=tokens_per_minute,
         )
     )
     session.flush()

@@ -59,11 +59,28 @@ class BudgetExceeded(DomainError):
     code = "budget_exceeded"
 
 
+class RateLimited(DomainError):
+    """Too many requests or tokens for a key this minute; `headers` are the limits' state
+    (x-ratelimit-*), which clients read to pace themselves."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, retry_after: float, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
 class UpstreamError(DomainError):
     """The provider answered with an error we pass on (status kept for the chat proxy)."""
 
     code = "upstream_error"
 
-    def __init__(self, message: str, *, status: int = 502, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, status: int = 502, retry_after: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.status = status
+        self.retry_after = retry_after

@@ -118,10 +118,10 @@ def make_key(database: str):  # type: ignore[no-untyped-def]
     from shared import auth
     from shared.db import session_scope
 
-    def make(project: str | None = None) -> str:
+    def make(project: str | None = None, **limits: int) -> str:
         with session_scope() as session:
             proj = auth.get_or_create_project(session, project or f"test-{uuid.uuid4().hex[:12]}")
-            return auth.create_key(session, project=proj)
+            return auth.create_key(session, project=proj, **limits)
 
     return make
 

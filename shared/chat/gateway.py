@@ -1,48 +1,147 @@
-"""Forwarding to providers over pooled async HTTP clients, one per upstream base URL.
+"""The chat hot path: authenticate, admit, resolve, forward, account (DESIGN.md §10).
 
-The body is passed through untouched except for `model`, so every parameter a client sends
-(tools, response_format, stream_options…) reaches the provider as it was written."""
+Warm, a request costs one Redis round trip (limits + alias generation) and the upstream call;
+keys and resolved models come from per-process caches and usage is written in batches. The body
+is passed through untouched except for `model` (and `stream_options.include_usage`, which is
+turned on upstream so every stream can be accounted; the usage chunk is dropped again for a
+client that did not ask for it)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 
+from shared.chat import accounting, limits, lookups, routing, upstream
+from shared.chat.lookups import Caller
 from shared.chat.routing import Route
-
-TIMEOUT = httpx.Timeout(600.0, connect=5.0)
-_clients: dict[str, httpx.AsyncClient] = {}
+from shared.errors import InvalidInput, UpstreamError
 
 
-def _client(base_url: str) -> httpx.AsyncClient:
-    client = _clients.get(base_url)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            timeout=TIMEOUT,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+def parse(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The request body must be a JSON object.", code="invalid_request")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidInput(
+            "'model' is required: an alias, a tune id, a fine-tuned model or a base model.",
+            code="missing_model",
+            param="model",
         )
-        _clients[base_url] = client
-    return client
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise InvalidInput("'messages' must be a non-empty list.", code="invalid_messages", param="messages")
+    return body
 
 
-async def send(route: Route, body: dict[str, Any]) -> httpx.Response:
-    """Start the upstream request and return once its headers arrive; the caller reads the body
-    (streamed or not) and must close the response."""
-    client = _client(route.provider.base_url)
-    request = client.build_request(
-        "POST",
-        "chat/completions",
-        content=orjson.dumps({**body, "model": route.upstream_model}),
-        headers={"Authorization": f"Bearer {route.provider.api_key}", "Content-Type": "application/json"},
-    )
-    return await client.send(request, stream=True)
+@dataclass
+class Exchange:
+    """One admitted request whose upstream answered with a success status; read it once."""
+
+    caller: Caller
+    route: Route
+    response: httpx.Response
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    async def read(self) -> bytes:
+        try:
+            content = await self.response.aread()
+        finally:
+            await self.response.aclose()
+        usage, message = None, None
+        try:
+            data = orjson.loads(content)
+            usage = data.get("usage")
+            if self.route.log_requests:
+                message = data["choices"][0]["message"]
+        except (orjson.JSONDecodeError, AttributeError, LookupError, TypeError):
+            pass
+        self._account(usage, message)
+        return content
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """Server-sent events, each forwarded as soon as the upstream completes it."""
+        wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
+        reader = upstream.EventReader(keep_usage=wants_usage, collect_text=self.route.log_requests)
+        try:
+            async for chunk in self.response.aiter_raw():
+                out = reader.feed(chunk)
+                if out:
+                    yield out
+            rest = reader.flush()
+            if rest:
+                yield rest
+        finally:
+            await self.response.aclose()
+            message = {"role": "assistant", "content": reader.text} if self.route.log_requests else None
+            self._account(reader.usage, message)
+
+    def _account(self, usage: dict[str, Any] | None, message: dict[str, Any] | None) -> None:
+        accounting.recorder.record(
+            self.caller,
+            self.route,
+            usage,
+            messages=self.body.get("messages") if self.route.log_requests else None,
+            response=message,
+            user=self.body.get("user") if isinstance(self.body.get("user"), str) else None,
+        )
+        if usage:
+            limits.get_limiter().add_tokens(self.caller, int(usage.get("total_tokens") or 0))
+
+
+async def open_exchange(token: str | None, raw: bytes) -> Exchange:
+    """Everything up to the upstream's status line; raises a DomainError for the client."""
+    body = parse(raw)
+    caller = lookups.cached_caller(token) if token else None
+    if caller is None:
+        caller = await asyncio.to_thread(lookups.load_caller, token)
+    admission = await limits.get_limiter().admit(caller)
+    model = body["model"]
+    resolution = lookups.cached_resolution(caller.project_id, model, admission.generation)
+    if resolution is None:
+        resolution = await asyncio.to_thread(
+            lookups.load_resolution, caller.project_id, model, admission.generation
+        )
+    user = body.get("user")
+    route = routing.pick(resolution, user if isinstance(user, str) else None)
+    upstream_body = {**body, "model": route.upstream_model}
+    if body.get("stream"):
+        options = body.get("stream_options")
+        upstream_body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    response = await upstream.send(route.provider, upstream_body)
+    if response.status_code >= 400:
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+        raise upstream.error_for(response.status_code, content, response.headers)
+    headers = {**admission.headers, "x-tuneforge-model": route.upstream_model}
+    if route.alias:
+        headers["x-tuneforge-alias"] = route.alias
+    request_id = response.headers.get("x-request-id")
+    if request_id:
+        headers["x-upstream-request-id"] = request_id
+    return Exchange(caller=caller, route=route, response=response, body=body, headers=headers)
 
 
 async def close_all() -> None:
-    for client in list(_clients.values()):
-        await client.aclose()
-    _clients.clear()
+    accounting.recorder.flush()
+    await upstream.close_all()
+    await limits.get_limiter().close()
+
+
+__all__ = ["Exchange", "UpstreamError", "close_all", "open_exchange", "parse"]

@@ -1,0 +1,178 @@
+"""Talking to the provider: one pooled async HTTP client per base URL, OpenAI-shaped errors for
+whatever the upstream answers, and a server-sent-events reader that finds the usage chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from shared import providers
+from shared.config import get_settings
+from shared.errors import DomainError, NotFound, UpstreamError
+
+_clients: dict[str, httpx.AsyncClient] = {}
+
+
+def _client(base_url: str) -> httpx.AsyncClient:
+    client = _clients.get(base_url)
+    if client is None or client.is_closed:
+        settings = get_settings()
+        client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            timeout=httpx.Timeout(settings.chat_upstream_timeout_seconds, connect=5.0),
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=settings.chat_upstream_max_connections,
+                max_keepalive_connections=settings.chat_upstream_max_connections,
+            ),
+        )
+        _clients[base_url] = client
+    return client
+
+
+async def send(provider: providers.Provider, body: dict[str, Any]) -> httpx.Response:
+    """Start the request and return at the status line; the caller reads and closes the body."""
+    client = _client(provider.base_url)
+    request = client.build_request(
+        "POST",
+        "chat/completions",
+        content=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {provider.api_key}", "Content-Type": "application/json"},
+    )
+    try:
+        return await client.send(request, stream=True)
+    except httpx.TimeoutException as exc:
+        raise UpstreamError(
+            f"The model provider did not answer in time ({type(exc).__name__}). Retry shortly.",
+            status=504,
+            code="upstream_timeout",
+        ) from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(
+            f"The model provider could not be reached ({type(exc).__name__}). Retry shortly.",
+            status=502,
+            code="upstream_unavailable",
+        ) from None
+
+
+def error_for(status: int, content: bytes, headers: Mapping[str, str]) -> DomainError:
+    """The client's error for an upstream failure. Request errors pass through with the
+    upstream's own message; errors that are the deployment's (its provider key, the provider's
+    capacity) become 502/503/504 so clients retry instead of changing their request."""
+    upstream = _upstream_error(content)
+    message = upstream.get("message") or f"The model provider answered {status}."
+    param = upstream.get("param") if isinstance(upstream.get("param"), str) else None
+    code = upstream.get("code") if isinstance(upstream.get("code"), str) else None
+    if status == 404:
+        return NotFound(message, code=code or "model_not_found", param=param)
+    if status in (400, 409, 413, 422):
+        return UpstreamError(message, status=status, code=code or "invalid_request", param=param)
+    if status in (401, 403):
+        return UpstreamError(
+            "The model provider refused this deployment's credentials; the operator must check the "
+            "provider's API key. Your request was not the cause.",
+            status=502,
+            code="upstream_auth_failed",
+        )
+    if status == 429:
+        return UpstreamError(
+            f"The model provider is rate limiting this deployment: {message} Retry after a pause.",
+            status=429,
+            code="upstream_rate_limited",
+            retry_after=headers.get("retry-after"),
+        )
+    if status in (408, 504):
+        return UpstreamError(
+            "The model provider timed out. Retry shortly.", status=504, code="upstream_timeout"
+        )
+    return UpstreamError(
+        f"The model provider failed ({status}): {message} Retry shortly.",
+        status=503 if status == 503 else 502,
+        code="upstream_error",
+        retry_after=headers.get("retry-after"),
+    )
+
+
+def _upstream_error(content: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return {}
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, str):
+        return {"message": error}
+    return {}
+
+
+class EventReader:
+    """Splits an SSE byte stream into whole events as they complete, picks out `usage`, drops
+    the usage-only chunk unless the client asked for it, and (for request logs) joins the text."""
+
+    def __init__(self, *, keep_usage: bool, collect_text: bool) -> None:
+        self.keep_usage = keep_usage
+        self.collect_text = collect_text
+        self.usage: dict[str, Any] | None = None
+        self._parts: list[str] = []
+        self._buffer = b""
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def feed(self, chunk: bytes) -> bytes:
+        buffer = self._buffer + chunk
+        sep = b"\r\n\r\n" if b"\r\n\r\n" in buffer else b"\n\n"
+        if sep not in buffer:
+            self._buffer = buffer
+            return b""
+        *events, self._buffer = buffer.split(sep)
+        out = [event + sep for event in events if self._keep(event)]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        if not rest.strip():
+            return rest
+        return rest if self._keep(rest) else b""
+
+    def _keep(self, event: bytes) -> bool:
+        if not (self.collect_text or b'"usage"' in event):
+            return True
+        data = _data(event)
+        if not isinstance(data, dict):
+            return True
+        usage = data.get("usage")
+        if self.collect_text:
+            for choice in data.get("choices") or ():
+                content = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
+                if isinstance(content, str):
+                    self._parts.append(content)
+        if isinstance(usage, dict):
+            self.usage = usage
+            if not self.keep_usage and not data.get("choices"):
+                return False
+        return True
+
+
+def _data(event: bytes) -> Any:
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return None
+            try:
+                return orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return None
+    return None
+
+
+async def close_all() -> None:
+    for client in list(_clients.values()):
+        await client.aclose()
+    _clients.clear()
