@@ -26,6 +26,7 @@ import tiktoken  # noqa: E402
 
 from shared import tokens  # noqa: E402
 from shared.datasets.pipeline import prepare  # noqa: E402
+from shared.tokens import counting, probes  # noqa: E402
 
 SYSTEM = "你是一名经验丰富的医生，请用简洁的中文回答。"
 SAMPLES = [
@@ -59,7 +60,7 @@ def test_quicktok_counts_every_public_example_as_tiktoken_does(model: str) -> No
         texts = [
             value
             for example in examples
-            for message in tokens._counted_messages(example)
+            for message in counting._counted_messages(example)
             for value in message.values()
             if isinstance(value, str)
         ]
@@ -68,7 +69,7 @@ def test_quicktok_counts_every_public_example_as_tiktoken_does(model: str) -> No
         assert fast.count_detached is not None and fast.count_detached(texts, 2) == expected
         lengths = tokens.TokenLengths(encoding.name, fast)
         for example in examples:
-            messages = tokens._counted_messages(example)
+            messages = counting._counted_messages(example)
             fixed, strings = tokens.example_parts(messages)
             assert fixed + sum(map(lengths, strings)) == sum(
                 3 + sum(len(encoding.encode_ordinary(v)) for v in m.values() if isinstance(v, str))
@@ -133,7 +134,7 @@ def test_without_quicktok_auto_counts_with_tiktoken() -> None:
 
 
 def test_the_probes_cover_what_chat_data_holds() -> None:
-    probes = "".join(tokens._PROBES)
+    joined = "".join(probes._PROBES)
     for sample in ("中文，。？", "ＡＢＣ", "<|endoftext|>", "\r\n", "😀", "don't", "123"):
-        assert all(ch in probes for ch in sample)
-    assert json.dumps(tokens._PROBES, ensure_ascii=False)  # plain strings only
+        assert all(ch in joined for ch in sample)
+    assert json.dumps(probes._PROBES, ensure_ascii=False)  # plain strings only

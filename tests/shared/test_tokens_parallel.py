@@ -24,6 +24,8 @@ from shared import tokens  # noqa: E402
 from shared.datasets import pipeline  # noqa: E402
 from shared.datasets.pipeline import prepare  # noqa: E402
 from shared.datasets.presets import map_chat  # noqa: E402
+from shared.tokens import cache as token_cache  # noqa: E402
+from shared.tokens import counting, probes  # noqa: E402
 
 CHAT = DATA / "openai_chat_medicalgpt500.jsonl"
 ALPACA = DATA / "alpaca_zh400_en100.json"
@@ -179,12 +181,13 @@ def test_threads_and_batches_change_nothing(
         "cl100k_base" if "3.5" in options.get("target_model", "") else "o200k_base"
     )
     counted = [
-        reference_count(tokens._counted_messages(orjson.loads(x)), encoding) for x in train.splitlines()
+        reference_count(counting._counted_messages(orjson.loads(x)), encoding) for x in train.splitlines()
     ]
     assert report["tokens"]["total"] == sum(counted)
     assert (report["tokens"]["min"], report["tokens"]["max"]) == (min(counted), max(counted))
     held_out = [
-        reference_count(tokens._counted_messages(orjson.loads(x)), encoding) for x in validation.splitlines()
+        reference_count(counting._counted_messages(orjson.loads(x)), encoding)
+        for x in validation.splitlines()
     ]
     assert report["validation_tokens"] == sum(held_out)
     if name == "chat":
@@ -236,19 +239,19 @@ def test_a_shared_system_prompt_is_tokenized_once(threads: int, backend: str) ->
 def test_the_cache_is_bounded() -> None:
     lengths = tokens.TokenLengths("o200k_base")
     rng = random.Random(1)
-    for i in range(3 * tokens._CACHE_SIZE):
+    for i in range(3 * token_cache._CACHE_SIZE):
         lengths.put(f"{i} {rng.random()}", 1)
-    assert len(lengths._young) + len(lengths._old) <= 2 * tokens._CACHE_SIZE
+    assert len(lengths._young) + len(lengths._old) <= 2 * token_cache._CACHE_SIZE
     big = {("长" * 4000) + str(i): 1 for i in range(600)}  # about 2.4 M characters
     lengths.put_all(big)
-    lengths.put_all({"x" * (tokens._CACHE_MAX_CHARS + 1): 1})
+    lengths.put_all({"x" * (token_cache._CACHE_MAX_CHARS + 1): 1})
     kept = sum(map(len, lengths._young)) + sum(map(len, lengths._old))
-    assert kept <= 2 * tokens._CACHE_GENERATION_CHARS + 600 * 4010
-    assert "x" * (tokens._CACHE_MAX_CHARS + 1) not in lengths._young
+    assert kept <= 2 * token_cache._CACHE_GENERATION_CHARS + 600 * 4010
+    assert "x" * (token_cache._CACHE_MAX_CHARS + 1) not in lengths._young
 
 
 def test_a_string_counting_in_the_batch_before_is_not_counted_again() -> None:
-    recording = Recording(tokens._tiktoken_backend("o200k_base"))
+    recording = Recording(tokens.tokenizer_backend("o200k_base", "tiktoken"))
     lengths = tokens.TokenLengths("o200k_base", recording)  # type: ignore[arg-type]
     long_text = "很长的系统提示。" * 600  # over the cache's per-string limit: never cached
     encoding = tiktoken.get_encoding("o200k_base")
@@ -321,11 +324,11 @@ def test_the_benchmark_runs(tmp_path: Path) -> None:
     assert "| pipeline (tiktoken)" in done.stdout and "tokens, every line" in done.stdout
 
 
-@pytest.mark.parametrize("name", sorted(tokens._PROBE_COUNTS))
+@pytest.mark.parametrize("name", sorted(probes._PROBE_COUNTS))
 def test_recorded_probe_counts_are_tiktokens(name: str) -> None:
     """The fast tokenizer is checked against these at startup instead of loading tiktoken."""
     encoding = tiktoken.get_encoding(name)
-    assert tokens._PROBE_COUNTS[name] == tuple(len(encoding.encode_ordinary(p)) for p in tokens._PROBES)
+    assert probes._PROBE_COUNTS[name] == tuple(len(encoding.encode_ordinary(p)) for p in probes._PROBES)
 
 
 def test_quicktok_runs_leave_tiktoken_unloaded(tmp_path: Path) -> None:

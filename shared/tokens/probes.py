@@ -1,0 +1,92 @@
+"""Strings on which another way of counting must give tiktoken's counts before it is used."""
+
+from __future__ import annotations
+
+# The optional faster exact tokenizer (`pip install 'tuneforge[fast]'`, fast.py) is used only when
+# it is importable, its encoding exists there, and it gives tiktoken's counts on every probe below;
+# TUNEFORGE_TOKENIZER=tiktoken turns it off. tiktoken stays the reference. The joined tiktoken call
+# (backends.py) is checked on them too.
+_PROBES = (
+    "",
+    " ",
+    "hello",
+    "Hello, world! How's it going? I'm fine; they're here, we've seen it, you'll see, I'd go.",
+    "  leading and trailing spaces  ",
+    "tabs\tand\nnew\nlines\r\nCRLF\n\n\n   \n",
+    "1234567890 3.14159 1,000,000 -42 0x1F 2024-07-18T12:00:00Z",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\tif x != None: pass",
+    '{"role": "assistant", "content": null, "tool_calls": [{"id": "call_1"}]}',
+    "https://example.com/path?query=1&b=%20#frag user@example.org",
+    "HelloWORLD camelCaseString snake_case_name SCREAMING_CASE abc123def",
+    "你是一名经验丰富的医生，请用简洁的中文回答。头痛怎么办？多休息，多喝水！",
+    "治疗阳痿吃什么药呢？，性生活一直很正常的，但是这段时间感觉性欲变低了（２０２４年）",
+    "東京は日本の首都です。カタカナとひらがな、漢字。",
+    "한국어 문장도 토큰화합니다. 안녕하세요!",
+    "Ünïcödé àccénts, naïve café, Straße, ΕΛΛΗΝΙΚΆ, русский текст, עברית, العربية, हिन्दी",
+    "e\u0301 a\u0308 combining marks \u200b zero width \u00a0 no-break \u3000 ideographic space",
+    "emoji 😀👍🏽 👨‍👩‍👧‍👦 🇨🇳 ❤️ flags and ZWJ sequences",
+    "<|endoftext|> <|im_start|>user<|im_end|> <|fim_prefix|> special-token text is ordinary text",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "!!!???...,,,;;;:::---___===+++***&&&^^^%%%$$$###@@@~~~```|||\\\\///",
+    "Ｆｕｌｌ－ｗｉｄｔｈ　ＡＢＣ　１２３ and ① ② ③ ﬁ ligature ℃ ㎡",
+    "\x00\x01\x7f control characters \ufeff BOM \U0010ffff last code point",
+    "混合 mixed 中英文 text with English words 和 numbers 123 在一起。",
+)
+# tiktoken's counts of the probes (tiktoken==0.14.0; tests/shared/test_fast_tokenizer.py checks them
+# against tiktoken itself), so that checking the fast tokenizer does not load tiktoken's encoding
+# (80 MiB for o200k_base) into a process that will not otherwise need it. For another encoding,
+# tiktoken is asked.
+_PROBE_COUNTS: dict[str, tuple[int, ...]] = {
+    "o200k_base": (
+        0,
+        1,
+        1,
+        25,
+        6,
+        11,
+        36,
+        28,
+        24,
+        18,
+        15,
+        26,
+        30,
+        21,
+        13,
+        34,
+        16,
+        27,
+        32,
+        12,
+        26,
+        37,
+        15,
+        16,
+    ),
+    "cl100k_base": (
+        0,
+        1,
+        1,
+        30,
+        6,
+        11,
+        36,
+        28,
+        24,
+        18,
+        16,
+        46,
+        51,
+        26,
+        20,
+        61,
+        18,
+        39,
+        31,
+        12,
+        28,
+        50,
+        16,
+        19,
+    ),
+}
