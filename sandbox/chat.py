@@ -31,6 +31,7 @@ JsonBody = Annotated[dict[str, Any], Body()]
 STREAM_CHUNK_CHARS = 4
 FRAGMENT_CHARS = 40
 FINGERPRINT = "fp_sandbox"
+CHUNK_DELAY_KEY = "sandbox_chunk_delay_ms"
 CHAT_ROLES = ("developer", "system", "user", "assistant", "tool", "function")
 
 
@@ -42,6 +43,9 @@ class ChatRequest:
     include_usage: bool
     n: int
     max_tokens: int | None
+    # Sandbox-only knob (`metadata.sandbox_chunk_delay_ms`): pause between stream chunks, so a
+    # test can see whether a proxy forwards each chunk as it comes.
+    chunk_delay_s: float = 0.0
 
 
 @router.post("/chat/completions", response_model=None)
@@ -70,7 +74,9 @@ def create_chat_completion(request: Request, body: JsonBody) -> dict[str, Any] |
         "system_fingerprint": FINGERPRINT,
     }
     if chat.stream:
-        chunks = _stream(head, text, finish_reason, chat.n, usage if chat.include_usage else None)
+        chunks = _stream(
+            head, text, finish_reason, chat.n, usage if chat.include_usage else None, chat.chunk_delay_s
+        )
         return StreamingResponse(
             chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"}
         )
@@ -126,7 +132,15 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     ):
         raise bad_request("max_completion_tokens must be a positive integer.", param="max_completion_tokens")
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-    return ChatRequest(model, messages, stream, include_usage, n, max_tokens)
+    metadata = body.get("metadata")
+    delay_ms = metadata.get(CHUNK_DELAY_KEY) if isinstance(metadata, dict) else None
+    try:
+        chunk_delay_s = min(max(float(delay_ms or 0), 0.0), 5000.0) / 1000
+    except (TypeError, ValueError):
+        raise bad_request(
+            f"metadata.{CHUNK_DELAY_KEY} must be a number of milliseconds.", param="metadata"
+        ) from None
+    return ChatRequest(model, messages, stream, include_usage, n, max_tokens, chunk_delay_s)
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -169,7 +183,12 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
 
 
 def _stream(
-    head: dict[str, Any], text: str, finish_reason: str, n: int, usage: dict[str, Any] | None
+    head: dict[str, Any],
+    text: str,
+    finish_reason: str,
+    n: int,
+    usage: dict[str, Any] | None,
+    chunk_delay_s: float = 0.0,
 ) -> Iterator[str]:
     """SSE chunks: role first, content a few characters at a time, finish_reason, then optional usage."""
     with_usage = usage is not None
@@ -188,6 +207,8 @@ def _stream(
     for index in range(n):
         yield chunk(index, {"role": "assistant", "content": "", "refusal": None}, None)
         for start in range(0, len(text), STREAM_CHUNK_CHARS):
+            if chunk_delay_s:
+                time.sleep(chunk_delay_s)
             yield chunk(index, {"content": text[start : start + STREAM_CHUNK_CHARS]}, None)
         yield chunk(index, {}, finish_reason)
     if usage is not None:

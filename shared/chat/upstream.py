@@ -82,7 +82,7 @@ def error_for(status: int, content: bytes, headers: Mapping[str, str]) -> Domain
             f"The model provider is rate limiting this deployment: {message} Retry after a pause.",
             status=429,
             code="upstream_rate_limited",
-            retry_after=headers.get("retry-after"),
+            retry_after=headers.get("retry-after") or "1",
         )
     if status in (408, 504):
         return UpstreamError(
