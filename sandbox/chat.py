@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -74,8 +74,11 @@ def create_chat_completion(request: Request, body: JsonBody) -> dict[str, Any] |
         "system_fingerprint": FINGERPRINT,
     }
     if chat.stream:
-        chunks = _stream(
-            head, text, finish_reason, chat.n, usage if chat.include_usage else None, chat.chunk_delay_s
+        chunks = _counted(
+            _stream(
+                head, text, finish_reason, chat.n, usage if chat.include_usage else None, chat.chunk_delay_s
+            ),
+            store.stream_ended,
         )
         return StreamingResponse(
             chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"}
@@ -214,6 +217,17 @@ def _stream(
     if usage is not None:
         yield _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
     yield "data: [DONE]\n\n"
+
+
+def _counted(chunks: Iterator[str], ended: Callable[[bool], None]) -> Iterator[str]:
+    """Tell the store whether the stream was read to the end or its client left (the server
+    closes the generator then), so tests can see a proxy hang up upstream."""
+    completed = False
+    try:
+        yield from chunks
+        completed = True
+    finally:
+        ended(completed)
 
 
 def _sse(body: dict[str, Any]) -> str:

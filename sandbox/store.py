@@ -36,6 +36,12 @@ class Store:
         self._jobs: dict[str, Job] = {}
         self._models: dict[str, TunedModel] = {}
         self._checkpoints: dict[str, str] = {}  # checkpoint model name → tuned model id
+        # Chat streams that reached `[DONE]` and ones whose client went away first.
+        self._streams = {"completed": 0, "cut": 0}
+
+    def stream_ended(self, completed: bool) -> None:
+        with self._lock:
+            self._streams["completed" if completed else "cut"] += 1
 
     # ---- files -------------------------------------------------------------------------------
     def add_file(
@@ -236,7 +242,11 @@ class Store:
             files: dict[str, int] = {}
             for stored in self._files.values():
                 files[stored.purpose] = files.get(stored.purpose, 0) + 1
-            return {"jobs": {"created": len(self._jobs), "by_metadata": by_metadata}, "files": files}
+            return {
+                "jobs": {"created": len(self._jobs), "by_metadata": by_metadata},
+                "files": files,
+                "chat_streams": dict(self._streams),
+            }
 
     def _advance_all(self) -> None:
         wall = self._now()

@@ -228,3 +228,24 @@ def test_stream_chunks_are_forwarded_as_they_come(stack, make_key) -> None:  # t
     stream.close()
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert len(gaps) == 5 and sum(gap > 0.075 for gap in gaps) >= 4, gaps
+
+
+def test_a_client_that_hangs_up_cancels_the_upstream_stream(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    def streams() -> dict[str, int]:
+        return httpx.get(f"{stack.sandbox_url}/sandbox/stats").json()["chat_streams"]
+
+    before = streams()
+    stream = sdk(stack, make_key()).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=QUESTION,
+        stream=True,
+        metadata={"sandbox_chunk_delay_ms": "200"},
+    )
+    for count, _chunk in enumerate(stream):
+        if count == 2:
+            break
+    stream.close()
+    # The sandbox's stream has many chunks left at 200 ms each; only a proxy that closes its
+    # upstream connection when the client leaves makes it end cut rather than complete.
+    wait_for(lambda: streams()["cut"] > before["cut"], 10, what="the upstream stream to be cut")
+    assert streams()["completed"] == before["completed"]
