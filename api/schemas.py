@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
@@ -47,6 +47,27 @@ class Dataset(Open):
     error: ObjectError | None = None
     report: dict[str, Any] | None = None
     created_at: int
+
+
+class DatasetFromLogsRequest(BaseModel):
+    """Filters on the logged conversations (newest `limit` that match), then the options of an
+    upload (preset is always `chat`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    alias: str | None = None
+    model: str | None = Field(default=None, description="The model that answered, or its tune id")
+    user: str | None = None
+    since: datetime | None = Field(default=None, description="ISO 8601 or Unix seconds; inclusive")
+    until: datetime | None = Field(default=None, description="ISO 8601 or Unix seconds; exclusive")
+    limit: int = Field(default=10_000, ge=1, le=100_000)
+    system_prompt: str | None = None
+    sample_size: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    validation_fraction: float = Field(default=0.0, ge=0, lt=1)
+    target_model: str = "gpt-4o-mini-2024-07-18"
+    n_epochs: int | None = Field(default=None, ge=1, le=50)
+    webhook_url: HttpUrl | None = None
+    webhook_events: list[str] | None = None
 
 
 class QuoteRequest(BaseModel):

@@ -8,7 +8,9 @@ from fastapi.responses import Response, StreamingResponse
 from api import schemas
 from api.deps import PrincipalDep, SessionDep
 from shared import blobs
+from shared.datasets import from_logs
 from shared.datasets import service as datasets
+from shared.datasets.from_logs import LogFilter
 from shared.datasets.service import DatasetOptions
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -73,6 +75,38 @@ def create_dataset(
         options=options,
         webhook_url=webhook_url or None,
         webhook_events=_events(webhook_events),
+    )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return datasets.dataset_dict(dataset)
+
+
+@router.post("/from-logs", status_code=202, response_model=schemas.Dataset)
+def create_dataset_from_logs(
+    session: SessionDep, principal: PrincipalDep, body: schemas.DatasetFromLogsRequest, response: Response
+) -> dict[str, object]:
+    """A dataset from logged conversations (aliases with `log_requests`), prepared like an upload."""
+    dataset = from_logs.create_from_logs(
+        session,
+        project_id=principal.project_id,
+        filters=LogFilter(
+            alias=body.alias,
+            model=body.model,
+            user=body.user,
+            since=body.since,
+            until=body.until,
+            limit=body.limit,
+        ),
+        options=DatasetOptions(
+            preset="chat",
+            system_prompt=body.system_prompt or None,
+            sample_size=body.sample_size,
+            seed=body.seed,
+            validation_fraction=body.validation_fraction,
+            target_model=body.target_model,
+            n_epochs=body.n_epochs,
+        ),
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
+        webhook_events=body.webhook_events,
     )
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return datasets.dataset_dict(dataset)
