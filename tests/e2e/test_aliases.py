@@ -12,7 +12,12 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.e2e.story import client
+from shared import auth
+from shared.db import session_scope
+from shared.ids import new_id
+from shared.models import Tune
+from tests.e2e.story import client, upload_dataset, wait_dataset, wait_tune
+from tests.support.paths import HUATUO
 
 MINI_4O = "gpt-4o-mini-2024-07-18"
 MINI_41 = "gpt-4.1-mini-2025-04-14"
@@ -287,3 +292,51 @@ def test_aliases_belong_to_one_project(stack, make_key) -> None:  # type: ignore
     assert _served_sync(sdk(stack, stranger_key), "shared-name", stream=False) == MINI_41
     assert _served_sync(sdk(stack, owner_key), "shared-name", stream=False) == MINI_4O
     assert owner.get("/v1/aliases/mine").json()["version"] == 2
+
+
+def test_a_split_can_send_part_of_the_traffic_to_a_tune(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    key = make_key()
+    http = client(stack.api_url, key)
+    dataset = wait_dataset(
+        http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="20", seed="1")["id"]
+    )
+    assert dataset["status"] == "ready", dataset
+    created = http.post(
+        "/v1/tunes", json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini", "n_epochs": 1}
+    )
+    assert created.status_code == 202, created.text
+    tune = wait_tune(http, created.json()["id"])
+    assert tune["status"] == "succeeded", tune
+    tuned = tune["fine_tuned_model"]
+    with session_scope() as session:
+        failed = Tune(
+            id=new_id("tune"),
+            project_id=auth.authenticate(session, key).project_id,
+            dataset_id=dataset["id"],
+            status="failed",
+            base_model=MINI_4O,
+            provider="sandbox",
+        )
+        session.add(failed)
+
+    half = {"weight": 50}
+    refused = http.put(
+        "/v1/aliases/canary", json={"targets": [{"model": tune["id"], **half}, {"model": failed.id, **half}]}
+    )
+    assert error_code(refused) == (400, "target_not_ready")
+    assert "failed" in refused.json()["error"]["message"]
+    same = http.put(
+        "/v1/aliases/canary", json={"targets": [{"model": tune["id"], **half}, {"model": tuned, **half}]}
+    )
+    assert error_code(same) == (400, "duplicate_target")
+
+    put(http, "canary", targets=[{"model": tune["id"], **half}, {"model": "gpt-4o-mini", **half}])
+    served = Counter(asyncio.run(_models_of(async_sdk(stack, key), [{}] * 100)))
+    assert set(served) == {tuned, MINI_4O}, served
+
+    stranger = client(stack.api_url, make_key())
+    for model in (tune["id"], tuned):
+        assert error_code(stranger.put("/v1/aliases/canary", json={"model": model})) == (
+            400,
+            "unknown_target",
+        )
