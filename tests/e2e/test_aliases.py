@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -340,3 +341,30 @@ def test_a_split_can_send_part_of_the_traffic_to_a_tune(stack, make_key) -> None
             400,
             "unknown_target",
         )
+
+
+def test_concurrent_writes_keep_versions_gapless(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    key = make_key()
+
+    def write(i: int) -> int:
+        with client(stack.api_url, key) as http:
+            body = {
+                "targets": [
+                    {"model": "gpt-4o-mini", "weight": 100 + i},
+                    {"model": "gpt-4.1-mini", "weight": 10},
+                ]
+            }
+            return http.put("/v1/aliases/race", json=body).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        # Racing creates: one wins, a loser may get 409 alias_conflict (retry), never a 500.
+        created = list(pool.map(write, range(16)))
+        assert set(created) <= {200, 409} and 200 in created, created
+        # Racing changes of an existing alias are serialized: each is a version of its own.
+        changed = list(pool.map(write, range(100, 124)))
+        assert set(changed) == {200}, changed
+    versions = (
+        client(stack.api_url, key).get("/v1/aliases/race/versions", params={"limit": 1000}).json()["data"]
+    )
+    expected = created.count(200) + len(changed)
+    assert [v["version"] for v in versions] == list(range(expected, 0, -1))
