@@ -345,6 +345,68 @@ class ChatLog(Base):
     __table_args__ = (Index(None, "project_id", "created_at"),)
 
 
+class Eval(Timestamped, Base):
+    """Models compared on a dataset split: their answers per item, then metrics (shared/evals)."""
+
+    __tablename__ = "eval"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    split: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    # [{"model", "provider", "upstream_model", "tune_id"}]: resolved once, at creation, so an
+    # alias moved mid-eval does not mix two models' answers under one name.
+    models: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    # max_items, seed, generation settings, language, judge, bootstrap settings.
+    options: Mapped[dict[str, Any]]
+    items_total: Mapped[int | None]
+    metrics: Mapped[dict[str, Any] | None]
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[dict[str, Any] | None]
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(None, "project_id", "id"),
+        # The sweep's claim of evals a lost message or a dead worker left unfinished.
+        Index("ix_eval_unfinished_updated_at", "updated_at", **_where("status IN ('queued', 'running')")),
+    )
+
+
+class EvalItem(Base):
+    """One prompt of an eval: the conversation sent (without the reference answer) and the reference."""
+
+    __tablename__ = "eval_item"
+
+    eval_id: Mapped[str] = mapped_column(ForeignKey("eval.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    question: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+
+
+class EvalOutput(Base):
+    """One finished provider call of an eval, committed as soon as it returns, so a worker that
+    dies mid-eval loses only the calls in flight. `slot` is the model's index ("0", "1", …) or a
+    judge call ("judge:0:1:ab")."""
+
+    __tablename__ = "eval_output"
+
+    eval_id: Mapped[str] = mapped_column(ForeignKey("eval.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slot: Mapped[str] = mapped_column(String(40), primary_key=True)
+    answer: Mapped[str] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(40))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # {"code", "message"} when the provider refused the prompt for good (not retried).
+    error: Mapped[dict[str, Any] | None]
+    scores: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "ApiKey",
     "Base",
@@ -353,6 +415,9 @@ __all__ = [
     "ChatLog",
     "ChatUsage",
     "Dataset",
+    "Eval",
+    "EvalItem",
+    "EvalOutput",
     "IdempotencyRecord",
     "Project",
     "TaskAttempt",
