@@ -20,7 +20,7 @@ from shared.chat import routing
 from shared.datasets import service
 from shared.datasets.presets.chat import MESSAGE_KEYS
 from shared.datasets.service import DatasetOptions
-from shared.errors import DomainError, InvalidInput, Unprocessable
+from shared.errors import DomainError, InvalidInput, PayloadTooLarge, Unprocessable
 from shared.models import ChatLog, Dataset
 
 MAX_LOGS = 100_000
@@ -76,15 +76,23 @@ def create_from_logs(
                 details={"filters": _describe(filters)},
             )
         buffer.seek(0)
-        return service.create(
-            session,
-            project_id=project_id,
-            upload=buffer,  # type: ignore[arg-type]
-            filename=FILENAME,
-            options=options,
-            webhook_url=webhook_url,
-            webhook_events=webhook_events,
-        )
+        try:
+            return service.create(
+                session,
+                project_id=project_id,
+                upload=buffer,  # type: ignore[arg-type]
+                filename=FILENAME,
+                options=options,
+                webhook_url=webhook_url,
+                webhook_events=webhook_events,
+            )
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(
+                f"The {written} matching conversations are larger than the upload limit "
+                "(TUNEFORGE_UPLOAD_MAX_BYTES). Lower 'limit' or narrow the filters.",
+                code=exc.code,
+                param="limit",
+            ) from None
 
 
 def log_example(messages: Any, response: Any) -> dict[str, Any] | None:

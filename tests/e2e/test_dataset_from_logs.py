@@ -17,7 +17,7 @@ from shared.db import session_scope
 from shared.ids import new_id
 from shared.models import ChatLog
 from tests.e2e.story import client, wait_dataset
-from tests.support.procs import wait_for
+from tests.support.procs import Proc, free_port, wait_for, wait_http
 
 MINI_4O = "gpt-4o-mini-2024-07-18"
 MINI_41 = "gpt-4.1-mini-2025-04-14"
@@ -244,3 +244,24 @@ def test_chat_through_a_logging_alias_then_build_a_dataset(stack, make_key) -> N
     assert logged() == COPIES  # the alias without log_requests wrote nothing
     response = http.post("/v1/datasets/from-logs", json={"alias": "quiet"})
     assert (response.status_code, response.json()["error"]["code"]) == (422, "no_logs")
+
+
+def test_logs_over_the_upload_limit_answer_413(database, make_key, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # An API process of its own with a 1000-byte upload limit (the shared stack has the default).
+    port = free_port()
+    api = Proc(
+        "api-small-uploads", ["api", "--port", str(port)], {"TUNEFORGE_UPLOAD_MAX_BYTES": "1000"}, tmp_path
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", api)
+        key = make_key()
+        seed(key)
+        http = client(f"http://127.0.0.1:{port}", key)
+        response = http.post("/v1/datasets/from-logs", json={"alias": "support"})
+        assert response.status_code == 413, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("payload_too_large", "limit")
+        assert "30 matching conversations" in error["message"]
+        assert http.post("/v1/datasets/from-logs", json={"alias": "support", "limit": 2}).status_code == 202
+    finally:
+        api.stop()
