@@ -264,18 +264,7 @@ def _write(session: Session, change: AliasChange) -> ChatAlias:
             targets=change.targets,
             log_requests=change.log_requests,
         )
-        try:
-            # A savepoint, so losing a race for a new name is a clean 409, not a dead session.
-            with session.begin_nested():
-                session.add(alias)
-                session.flush()
-        except IntegrityError:
-            raise Conflict(
-                f"Alias {change.name!r} was created by another request at the same time; "
-                "read it and retry your change.",
-                code="alias_conflict",
-                param="name",
-            ) from None
+        session.add(alias)
     else:
         alias.version += 1
         alias.targets = change.targets
@@ -290,7 +279,18 @@ def _write(session: Session, change: AliasChange) -> ChatAlias:
             key_id=change.key_id,
         )
     )
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another request created this name (or, where the database has no row locks, wrote
+        # the same version) first. No savepoint to recover in: the caller rolls the unit of
+        # work back on the error, and on SQLite releasing a savepoint would commit early.
+        raise Conflict(
+            f"Alias {change.name!r} was changed by another request at the same time; "
+            "read it and retry your change.",
+            code="alias_conflict",
+            param="name",
+        ) from None
     lookups.invalidate_after_commit(session, change.project_id)
     return alias
 
