@@ -8,21 +8,30 @@ examples, under 3 in a million.
 
 - exact: the example as JSON with sorted keys (so key order does not matter) is identical.
 - normalised: identical after every string value is NFKC-normalised, case-folded and stripped of
-  whitespace, punctuation and symbols (the split's question key does the same), so "头痛怎么办？" and
-  "头痛怎么办?", or "Hello, world" and "hello world", are the same example. Keys and roles are kept.
+  whitespace, punctuation and symbols (normalise.py; the split's question key does the same), so
+  "头痛怎么办？" and "头痛怎么办?", or "Hello, world" and "hello world", are the same example. Keys and
+  roles are kept.
 The first occurrence is kept; later ones are counted and dropped.
+
+Examples of the common shape (`plain_messages`) can be classified a batch at a time
+(`duplicates_of_plain`): with numpy, their strings are normalised together (normalise.py).
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from array import array
+from collections.abc import Callable
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
-_WORDS = re.compile(r"[^\W_]+")
+from shared.datasets import normalise
+from shared.datasets.normalise import normalise_text
+
+__all__ = ["Deduplicator", "FingerprintMap", "FingerprintSet", "Plain", "normalise_text", "plain_messages"]
+
 _EMPTY = 0
 
 
@@ -166,51 +175,6 @@ def _fingerprint(data: bytes, salt: int = 0) -> int:
     return ((hash(data) ^ salt) & _MASK64) or 1
 
 
-# The separators that make up nearly all of the non-word characters of real text, Chinese and
-# English, commonest first; `_words` deletes these with str.replace (a C loop each) and needs the
-# regex only for what is left, if anything.
-_COMMON_SEPARATORS = tuple("，。 ？.,、！：?!；:\n;\"'“”()（）-")
-
-
-def _words(text: str) -> str:
-    """The letters and digits of `text`, as `_WORDS` finds them; two to three times faster than the
-    regex on typical text, because the common separators go first and the regex runs only when
-    something else is left."""
-    if text.isalnum():
-        return text
-    for separator in _COMMON_SEPARATORS:
-        if separator in text:
-            text = text.replace(separator, "")
-            if text.isalnum():
-                return text
-    if not text:
-        return text
-    return "".join(_WORDS.findall(text))
-
-
-def normalise_text(text: str) -> str:
-    """NFKC, case-folded, only letters and digits: '头痛怎么办？' == '头痛怎么办?', 'Ｈｉ!' == 'hi'.
-
-    Punctuation goes first, so the costly NFKC runs only on the rare text still not in NFKC
-    without it (full-width letters, ligatures); about 1 µs for 130 Chinese characters."""
-    if text.isascii():
-        return _words(text).lower()
-    text = _words(text)
-    if not unicodedata.is_normalized("NFKC", text):
-        text = _words(unicodedata.normalize("NFKC", text))
-    return text.casefold()
-
-
-def normalise_text_reference(text: str) -> str:
-    """`normalise_text` with the regex alone, for tests."""
-    if text.isascii():
-        return "".join(_WORDS.findall(text)).lower()
-    text = "".join(_WORDS.findall(text))
-    if not unicodedata.is_normalized("NFKC", text):
-        text = "".join(_WORDS.findall(unicodedata.normalize("NFKC", text)))
-    return text.casefold()
-
-
 def _normalised_key(example: dict[str, Any]) -> bytes:
     return orjson.dumps(_normalised(example), option=orjson.OPT_SORT_KEYS)
 
@@ -254,15 +218,19 @@ class Deduplicator:
     """First occurrences are kept. Each unique example leaves one pair in `first`: its normalised
     fingerprint and its exact one; an example that is a normalised copy of an earlier one but not
     an exact copy of any leaves its exact fingerprint in `variants` (rare), so a later exact copy of
-    it still counts as exact."""
+    it still counts as exact.
 
-    def __init__(self) -> None:
+    `batched`: normalise the strings of plain examples a batch at a time with numpy (default:
+    when numpy is installed); the answers are the same either way."""
+
+    def __init__(self, batched: bool | None = None) -> None:
         self.first = FingerprintMap()
         self.variants = FingerprintSet()
         self.exact = 0
         self.normalised = 0
+        self.batched = normalise.batched() if batched is None else batched
         # Normalised text of recent strings (a shared system prompt repeats on every row), in two
-        # bounded generations like the token-length cache.
+        # bounded generations like the token-length cache; one string at a time only.
         self._young: dict[str, str] = {}
         self._old: dict[str, str] = {}
         self._chars = 0
@@ -277,18 +245,35 @@ class Deduplicator:
 
     def duplicate_of(self, example: dict[str, Any], plain: Plain | None) -> str | None:
         """`duplicate` for a caller that has the example's `plain_messages` already."""
-        if plain is None:
-            exact = _fingerprint(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
-            normalised = _fingerprint(_normalised_key(example), _NORMALISED_SALT)
+        if plain is not None:
+            return self.duplicates_of_plain([plain])[0]
+        exact = _fingerprint(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
+        normalised = _fingerprint(_normalised_key(example), _NORMALISED_SALT)
+        return self._classify(exact, normalised)
+
+    def duplicates_of_plain(self, plains: list[Plain]) -> list[str | None]:
+        """`duplicate_of` for examples of the common shape, given as their `plain_messages`, in
+        order. They are fingerprinted from their strings' own (keyed) hashes, without writing
+        them out as JSON; the salts keep these apart from the byte fingerprints."""
+        normalised_of: Callable[[str], Any]
+        if self.batched:
+            texts = list(dict.fromkeys(chain.from_iterable(map(itemgetter(1), plains))))
+            normalised_of = dict(zip(texts, normalise.normalise_many(texts), strict=True)).__getitem__
         else:
-            # The common shape is fingerprinted from its strings' own (keyed) hashes, without
-            # writing it out as JSON; the salts keep these apart from the byte fingerprints.
-            roles, contents = plain
+            young, normalise_one = self._young, self._normalise
+
+            def normalised_of(text: str) -> str:
+                # ("" is falsy, so an empty normalisation is simply worked out again.)
+                return young.get(text) or normalise_one(text)
+
+        classify, verdicts = self._classify, []
+        for plain in plains:
             exact = ((hash(plain) ^ _PLAIN_SALT) & _MASK64) or 1
-            young, normalise = self._young, self._normalise
-            key = (roles, tuple([young.get(text) or normalise(text) for text in contents]))
-            # ("" is falsy, so an empty normalisation is simply worked out again.)
-            normalised = ((hash(key) ^ _PLAIN_NORMALISED_SALT) & _MASK64) or 1
+            key = (plain[0], tuple(map(normalised_of, plain[1])))
+            verdicts.append(classify(exact, ((hash(key) ^ _PLAIN_NORMALISED_SALT) & _MASK64) or 1))
+        return verdicts
+
+    def _classify(self, exact: int, normalised: int) -> str | None:
         first = self.first.setdefault(normalised, exact)
         if first == _EMPTY:
             return None

@@ -7,12 +7,12 @@ bytes of fingerprints per unique example); with it, a seeded reservoir keeps `sa
 and writes them at the end, in input order.
 
 Token counting goes a batch of rows at a time (`batch_rows` rows or `_BATCH_CHARS` characters): rows
-are read, mapped and deduplicated into a batch, whose distinct strings that the bounded cache does
-not know (shared.tokens.ExampleCounter) are then counted once, in background threads
-(`tokenizer_threads`, default: the CPUs available), while the next batch is read; then the batch
-is finished in input order: rejections, the token limit, the sample, the split and the writes (one
-write per output and batch). Outputs and report are the same as one row at a time would give,
-whatever the thread count.
+are read and mapped into a batch, whose distinct strings that the bounded cache does not know
+(shared.tokens.ExampleCounter) are then counted once, in background threads (`tokenizer_threads`,
+default: the CPUs available), while the next batch is read; then the batch is finished in input
+order: dedup (the common chat shape's strings normalised together, dedup.py), rejections, the
+token limit, the sample, the split and the writes (one write per output and batch). Outputs and
+report are the same as one row at a time would give, whatever the thread count.
 """
 
 from __future__ import annotations
@@ -62,8 +62,11 @@ _CHAT_KEYS = frozenset(CHAT_TOP_LEVEL_KEYS)
 # examples are a few MiB; a batch of long examples ends early, at _BATCH_CHARS characters.
 DEFAULT_BATCH_ROWS = 2048
 _BATCH_CHARS = 1 << 21
-# A row waiting for its batch's counts: (line, example, ticket, roles of a plain example or None),
-# or (line, None, (code, message), None) for a rejected row.
+# A row waiting for its batch's counts: (line, example, ticket, the `plain_messages` of an example
+# of the common shape or None), or (line, None, (code, message), None) for a rejected row. Plain
+# examples are checked for duplicates when their batch is finished, all at once; others as they
+# are read (the two kinds can never be duplicates of each other, so the order between them does
+# not matter).
 _Pending = tuple[int, Any, Any, Any]
 
 
@@ -330,7 +333,7 @@ class _Run:
 
     def _example(self, number: int, example: dict[str, Any], plain: Plain | None) -> None:
         try:
-            if self.dedup.duplicate_of(example, plain) is not None:
+            if plain is None and self.dedup.duplicate_of(example, None) is not None:
                 return
         except TypeError as exc:  # orjson cannot write it (nesting over 255 levels), so neither can we
             code = "too_deep" if "ecursion" in str(exc) else "invalid_value"
@@ -340,7 +343,7 @@ class _Run:
         # Sampled runs only tokenize what they keep, unless the example might be over the limit.
         if self.sample_size is None or training_example_token_upper_bound(example) > self.limit:
             ticket = self.counter.add(example) if plain is None else self.counter.add_plain(*plain)
-        self.batch.append((number, example, ticket, None if plain is None else plain[0]))
+        self.batch.append((number, example, ticket, plain))
 
     def _next_batch(self) -> None:
         """Start counting this batch's strings, then finish the batch before it."""
@@ -363,9 +366,13 @@ class _Run:
         counter.wait(submitted)
         errors, report, limit, sample_size = self.errors, self.report, self.limit, self.sample_size
         count = counter.tokens
-        for number, example, ticket, roles in batch:
+        plains = [plain for _, _, _, plain in batch if plain is not None]
+        duplicates = iter(self.dedup.duplicates_of_plain(plains) if plains else ())
+        for number, example, ticket, plain in batch:
             if example is None:
                 errors.add(number, *ticket)
+                continue
+            if plain is not None and next(duplicates) is not None:
                 continue
             tokens: int | None = None
             if ticket is not None:
@@ -380,7 +387,7 @@ class _Run:
             index = report.valid_examples
             report.valid_examples += 1
             if sample_size is None:
-                self._write(example, tokens, roles)  # type: ignore[arg-type]
+                self._write(example, tokens, None if plain is None else plain[0])  # type: ignore[arg-type]
             elif len(self.reservoir) < sample_size:
                 self.reservoir.append((index, example, tokens))
             else:

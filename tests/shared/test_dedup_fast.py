@@ -1,7 +1,8 @@
-"""The fast roads of dedup.py give the answers of the plain definitions: `normalise_text` (common
-separators deleted with str.replace) equals the regex alone, and `Deduplicator` (one fingerprint
-pair per unique example, common-shape fingerprints from string hashes) classifies every example as
-two sets of JSON fingerprints would."""
+"""The fast roads of dedup.py and normalise.py give the answers of the plain definitions:
+`normalise_text` (common separators deleted with str.replace) equals the regex alone,
+`normalise_many` (numpy, a batch at a time) equals `normalise_text`, and `Deduplicator` (one
+fingerprint pair per unique example, common-shape fingerprints from string hashes, batched or not)
+classifies every example as two sets of JSON fingerprints would."""
 
 from __future__ import annotations
 
@@ -13,13 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.datasets.dedup import (
-    Deduplicator,
-    FingerprintMap,
-    normalise_text,
-    normalise_text_reference,
-    plain_messages,
-)
+from shared.datasets import normalise
+from shared.datasets.dedup import Deduplicator, FingerprintMap, plain_messages
+from shared.datasets.normalise import normalise_text, normalise_text_reference
 from tests.support.paths import DATA, HUATUO
 
 ALPHABET = (
@@ -97,7 +94,10 @@ def variant(example: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return copy
 
 
-def test_deduplicator_classifies_as_the_definition() -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_deduplicator_classifies_as_the_definition(batched: bool) -> None:
+    if batched:
+        pytest.importorskip("numpy", reason="numpy (the [fast] extra) is not installed")
     rng = random.Random(5)
     base: list[dict[str, Any]] = []
     for i in range(300):
@@ -128,10 +128,20 @@ def test_deduplicator_classifies_as_the_definition() -> None:
         if i % 3 == 0:
             base.append(variant(example, rng))
     stream = [rng.choice(base) if rng.random() < 0.3 else variant(rng.choice(base), rng) for _ in range(3000)]
-    dedup = Deduplicator()
+    dedup = Deduplicator(batched=batched)
     exact: set[bytes] = set()
     normalised: set[bytes] = set()
-    got = [dedup.duplicate(example) for example in stream]
+    got: list[str | None] = []
+    plains: list[Any] = []
+    for example in stream:  # runs of plain examples a batch at a time, as the pipeline does
+        plain = plain_messages(example)
+        if plain is not None:
+            plains.append(plain)
+            continue
+        got += dedup.duplicates_of_plain(plains) if plains else []
+        plains = []
+        got.append(dedup.duplicate(example))
+    got += dedup.duplicates_of_plain(plains) if plains else []
     want = [reference_duplicate(exact, normalised, example) for example in stream]
     assert got == want
     assert dedup.to_dict() == {"exact": want.count("exact"), "normalised": want.count("normalised")}
@@ -165,3 +175,39 @@ def test_normalise_text_handles_what_nfkc_changes() -> None:
     text = "Ｆｕｌｌ－ｗｉｄｔｈ ﬁ ①"
     assert normalise_text(text) == normalise_text_reference(text)
     assert unicodedata.is_normalized("NFKC", normalise_text(text))
+
+
+def test_normalise_many_is_normalise_text() -> None:
+    pytest.importorskip("numpy", reason="numpy (the [fast] extra) is not installed")
+    rng = random.Random(12)
+    texts = public_strings() + [random_text(rng) for _ in range(20_000)]
+    texts += ["", "_", "ﬁ", "ẞ", "\u0345", "İstanbul", "ΣΑΣ", "a\ud800b", "\ud83d\ude00x", "𠀀字"]
+    texts += ["각\u11a8", "가\u11a8", "\u1100\u1161", "x\U0010ffff", "长" * 300_000]  # over one chunk
+    plane = [chr(code) for code in range(0x10000)]
+    texts += plane + ["가" + ch + "a" for ch in plane] + ["A" + ch + "\u0301" for ch in plane]
+    expected = [normalise_text(text).encode("utf-16-le", "surrogatepass") for text in texts]
+    assert normalise.normalise_many(texts) == expected
+    assert normalise.normalise_many(texts[::-1]) == expected[::-1]
+    assert normalise.normalise_many([]) == []
+
+
+def test_the_batch_table_folds_only_what_needs_no_context() -> None:
+    """A code unit the table folds by itself is a word character with a one-character case fold
+    that NFKC leaves alone and that can never compose with the character before it."""
+    pytest.importorskip("numpy", reason="numpy (the [fast] extra) is not installed")
+    seconds = set()
+    for code in range(0x110000):
+        parts = unicodedata.decomposition(chr(code)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            seconds.add(int(parts[1], 16))
+    seconds |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V and T jamo
+    table = normalise._table().tolist()
+    for code, mapped in enumerate(table):
+        ch = chr(code)
+        if mapped == 0:
+            assert not ch.isalnum(), hex(code)
+        elif mapped != normalise._HARD:
+            assert ch.isalnum() and ch.casefold() == chr(mapped), hex(code)
+            assert unicodedata.normalize("NFKC", ch) == ch and not unicodedata.combining(ch), hex(code)
+            assert code not in seconds, hex(code)
+    assert all(table[code] == normalise._HARD for code in range(0xD800, 0xE000))

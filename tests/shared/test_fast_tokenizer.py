@@ -4,6 +4,7 @@ is used only when it agrees with tiktoken at startup."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -108,29 +109,62 @@ def test_quicktok_is_used_only_when_it_agrees_with_tiktoken() -> None:
     assert tokens.fast_backend("p50k_base") is None
 
 
-def test_without_quicktok_auto_counts_with_tiktoken() -> None:
-    """A process where quicktok cannot be imported (the default install) counts with tiktoken,
-    with the same report."""
+def test_the_default_install_gives_the_same_outputs() -> None:
+    """A process where neither quicktok nor numpy can be imported (the install without the [fast]
+    extra) counts with tiktoken and normalises strings for dedup one at a time, with the same
+    outputs and report."""
+    path = DATA / "openai_chat_medicalgpt500.jsonl"
+    lines = path.read_bytes().splitlines()
+    variants = []
+    for line in lines[40:80]:
+        row = json.loads(line)
+        for message in row["messages"]:
+            message["content"] = message["content"].replace("？", "?").upper() + " !!"
+        variants.append(json.dumps(row, ensure_ascii=False).encode())
+    for line in lines[80:90]:
+        for tail in ("\U0001f600 Ｆｕｌｌ ﬁ", " FULL fi"):  # NFKC and beyond the BMP: the slow road
+            row = json.loads(line)
+            row["messages"][-1]["content"] += tail
+            variants.append(json.dumps(row, ensure_ascii=False).encode())
+    # Duplicates, exact and up to punctuation and case, so the two dedup roads have work.
+    data = b"\n".join(lines + lines[:40] + variants + variants[-10:]) + b"\n"
     script = (
-        "import io, sys\n"
-        "sys.modules['quicktok'] = None  # this child only: `import quicktok` raises ImportError\n"
+        "import hashlib, io, json, sys\n"
+        "sys.modules['quicktok'] = sys.modules['numpy'] = None  # this child only: imports fail\n"
         "from shared import tokens\n"
+        "from shared.datasets import dedup\n"
         "from shared.datasets.pipeline import prepare\n"
-        "print(tokens.tokenizer_backend('o200k_base', 'auto').name)\n"
-        f"data = open({str(SAMPLES[0][0])!r}, 'rb').read()\n"
+        "print(tokens.tokenizer_backend('o200k_base', 'auto').name, dedup.Deduplicator().batched)\n"
         "out = io.BytesIO()\n"
-        "report = prepare(io.BytesIO(data), train_out=out, validation_out=io.BytesIO(), tokenizer='auto')\n"
-        "print(report.tokens['total'], report.train_examples)\n"
+        "report = prepare(sys.stdin.buffer, train_out=out, validation_out=io.BytesIO(), tokenizer='auto',\n"
+        "                 system_prompt=sys.argv[1], validation_fraction=0.1)\n"
+        "print(hashlib.sha256(out.getvalue()).hexdigest())\n"
+        "print(json.dumps(report.to_dict(), sort_keys=True))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, check=False
+        [sys.executable, "-c", script, SYSTEM],
+        input=data,
+        capture_output=True,
+        env=env,
+        cwd=REPO,
+        check=False,
     )
-    assert done.returncode == 0, done.stderr
-    name, figures = done.stdout.splitlines()
-    assert name == "tiktoken"
-    reference, _ = run(SAMPLES[0][0], tokenizer="tiktoken")
-    assert figures == f"{reference['tokens']['total']} {reference['train_examples']}"
+    assert done.returncode == 0, done.stderr.decode()
+    backends, digest, report = done.stdout.decode().splitlines()
+    assert backends == "tiktoken False"
+    train = io.BytesIO()
+    expected = prepare(
+        io.BytesIO(data),
+        train_out=train,
+        validation_out=io.BytesIO(),
+        tokenizer="quicktok",
+        system_prompt=SYSTEM,
+        validation_fraction=0.1,
+    ).to_dict()
+    assert json.loads(report) == json.loads(json.dumps(expected, sort_keys=True))
+    assert digest == hashlib.sha256(train.getvalue()).hexdigest()
+    assert expected["duplicates"] == {"exact": 50, "normalised": 50}
 
 
 def test_the_probes_cover_what_chat_data_holds() -> None:
