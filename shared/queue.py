@@ -26,6 +26,7 @@ class TaskName(StrEnum):
     CONTROL_TUNE = "tuneforge.tunes.control"
     DELIVER_WEBHOOK = "tuneforge.webhooks.deliver"
     SWEEP = "tuneforge.scheduler.sweep"
+    RUN_EVAL = "tuneforge.evals.run"
 
 
 def webhook_queue(settings: Settings | None = None) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from shared import idempotency, queue
 from shared.config import Settings, get_settings
 from shared.datasets import service as datasets
+from shared.evals import service as evals
 from shared.queue import TaskName
 from shared.tunes import service as tunes
 from shared.webhooks import service as webhooks
@@ -33,6 +34,7 @@ class Claimed:
     submissions: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     deliveries: list[str] = field(default_factory=list)
+    evals: list[str] = field(default_factory=list)
 
 
 def poll_budget(settings: Settings | None = None) -> int:
@@ -55,6 +57,7 @@ def run_pass(session: Session, *, now: datetime, settings: Settings | None = Non
         submissions=tunes.claim_stuck_submissions(session, now=now, older_than=stale),
         datasets=datasets.claim_stale(session, now=now, older_than=stale),
         deliveries=webhooks.due_deliveries(session, now=now, lease=lease),
+        evals=evals.claim_stale(session, now=now, older_than=stale),
     )
     for tune_id in claimed.polls:
         queue.enqueue(session, TaskName.POLL_TUNE, tune_id=tune_id)
@@ -64,5 +67,7 @@ def run_pass(session: Session, *, now: datetime, settings: Settings | None = Non
         queue.enqueue(session, TaskName.PREPARE_DATASET, dataset_id=dataset_id)
     for delivery_id in claimed.deliveries:
         queue.enqueue(session, TaskName.DELIVER_WEBHOOK, delivery_id=delivery_id)
+    for eval_id in claimed.evals:
+        queue.enqueue(session, TaskName.RUN_EVAL, eval_id=eval_id)
     idempotency.purge_expired(session, now=now)
     return claimed

@@ -11,7 +11,8 @@ from shared.queue import get_celery
 logs.configure()
 app = get_celery()
 
-import worker.tasks  # noqa: E402,F401 - registers the tasks on `app`
+import worker.eval_tasks  # noqa: E402,F401 - registers the tasks on `app`
+import worker.tasks  # noqa: E402,F401
 
 
 @worker_process_init.connect
