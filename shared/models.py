@@ -148,6 +148,18 @@ class Tune(Timestamped, Base):
     finished_at: Mapped[datetime | None]
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[dict[str, Any] | None]
+    # Set when `provider` names one of the project's provider accounts (not a built-in).
+    provider_account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("provider_account.id", ondelete="SET NULL"), index=True
+    )
+    # What chat calls the tuned model at the provider when that is not `fine_tuned_model`
+    # (an Azure deployment name).
+    deployment: Mapped[str | None] = mapped_column(String(200))
+    # When the model.deprecation_warning webhook went out for this tune's base model.
+    deprecation_warned_at: Mapped[datetime | None]
+    # A retune: the tune it repeats, and what to do once it succeeds ({"alias", "require_eval"}).
+    retune_of: Mapped[str | None] = mapped_column(String(40))
+    on_success: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         Index(None, "project_id", "id"),
@@ -157,6 +169,31 @@ class Tune(Timestamped, Base):
         Index("ix_tune_next_poll_at", "next_poll_at", **_where("next_poll_at IS NOT NULL")),
         Index("ix_tune_unsubmitted_updated_at", "updated_at", **_where("status IN ('created', 'uploading')")),
     )
+
+
+class ProviderAccount(Timestamped, Base):
+    """A fine-tuning provider a project can name (`"provider": name` on tunes and chat)."""
+
+    __tablename__ = "provider_account"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(30))  # openai | azure_openai | openai_compatible | sandbox
+    base_url: Mapped[str] = mapped_column(Text)
+    api_version: Mapped[str | None] = mapped_column(String(40))
+    api_key: Mapped[str] = mapped_column(Text)  # encrypted
+    key_hint: Mapped[str] = mapped_column(String(20))  # "…" + last 4 characters
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Non-secret adapter settings (Azure: management_url, subscription_id, resource_group,
+    # resource_name, sku, capacity).
+    options: Mapped[dict[str, Any]]
+    management_key: Mapped[str | None] = mapped_column(Text)  # encrypted (Azure's ARM token)
+    # What the provider's GET /models said, merged over the shipped catalog.
+    catalog: Mapped[dict[str, Any] | None]
+    catalog_refreshed_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
 
 
 class TuneEvent(Base):
@@ -420,6 +457,7 @@ __all__ = [
     "EvalOutput",
     "IdempotencyRecord",
     "Project",
+    "ProviderAccount",
     "TaskAttempt",
     "Tune",
     "TuneEvent",
