@@ -17,6 +17,15 @@ class AliasTarget(BaseModel):
     weight: StrictInt | None = Field(default=None, examples=[90])
 
 
+class EvalGate(BaseModel):
+    """Refuse the change unless every model it brings in beats every current target in this eval."""
+
+    model_config = ConfigDict(extra="forbid")
+    eval_id: str = Field(max_length=40)
+    metric: str = Field(default="rouge_l", max_length=40, examples=["rouge_l", "word.bleu_4"])
+    min_margin: float = Field(default=0.0, ge=0, le=100, description="Points on the metric's 0-100 scale")
+
+
 class AliasPut(BaseModel):
     """One target (`model`) or a weighted split (`targets`); `log_requests` omitted keeps the
     current setting."""
@@ -25,6 +34,7 @@ class AliasPut(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200, examples=["gpt-4o-mini"])
     targets: list[AliasTarget] | None = None
     log_requests: bool | None = None
+    require_eval: EvalGate | None = None
 
     def target_list(self) -> list[dict[str, Any]]:
         if self.model is not None and self.targets is not None:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import StreamingResponse
 
-from sandbox import ids, tokens
+from sandbox import ids, judge, tokens
 from sandbox.catalog import resolve_base
 from sandbox.errors import bad_request
 from sandbox.models import model_not_found
@@ -55,7 +55,10 @@ def create_chat_completion(request: Request, body: JsonBody) -> dict[str, Any] |
     base = resolve_base(chat.model)
     if base is not None:
         model_name = base.id
-        answer = base_answer(base.id, last_user_text(chat.messages))
+        # An eval's judge prompt gets a verdict (sandbox/judge.py), anything else the fixed text.
+        answer = judge.verdict(last_user_text(chat.messages)) or base_answer(
+            base.id, last_user_text(chat.messages)
+        )
     else:
         tuned = store.find_tuned(chat.model)
         if tuned is None:

@@ -10,6 +10,7 @@ from api import schemas
 from api.deps import PrincipalDep, SessionDep
 from api.schemas_aliases import Alias, AliasPut, AliasVersion, DeletedAlias, RollbackRequest
 from shared.chat import aliases
+from shared.evals import gate
 
 router = APIRouter(prefix="/v1/aliases", tags=["aliases"])
 
@@ -24,6 +25,7 @@ def put_alias(session: SessionDep, principal: PrincipalDep, name: str, body: Ali
         targets=body.target_list(),
         log_requests=body.log_requests,
         key_id=principal.key_id,
+        checks=[gate.check(gate.Requirement(**body.require_eval.model_dump()))] if body.require_eval else (),
     )
     return aliases.alias_dict(alias)
 

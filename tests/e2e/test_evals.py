@@ -168,3 +168,71 @@ def test_bad_requests_answer_with_codes(stack, tuned, make_key) -> None:  # type
     assert error_of(other.get(f"/v1/evals/{mine.json()['id']}"))[:2] == (404, "eval_not_found")
     assert mine.json()["id"] not in [e["id"] for e in other.get("/v1/evals").json()["data"]]
     assert mine.json()["id"] in [e["id"] for e in http.get("/v1/evals").json()["data"]]
+
+
+def run_eval(http: httpx.Client, dataset_id: str, models: list[str], **extra: Any) -> dict[str, Any]:
+    created = http.post("/v1/evals", json={"dataset_id": dataset_id, "models": models, **extra})
+    assert created.status_code == 202, created.text
+    body = wait_eval(http, created.json()["id"])
+    assert body["status"] == "completed", body
+    return body
+
+
+def test_a_position_swapped_judge_prefers_the_tuned_model(stack, tuned) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, tuned["key"])
+    tune_id = tuned["tune"]["id"]
+    body = run_eval(
+        http, tuned["dataset"]["id"], [BASE, tune_id], max_items=20, seed=2, judge={"model": "gpt-4.1-mini"}
+    )
+    (pair,) = body["judge"]["pairs"]
+    assert (pair["baseline"], pair["model"]) == (BASE, tune_id)
+    assert pair["win"] + pair["tie"] + pair["loss"] == 20 and pair["invalid"] == 0
+    # The sandbox judge prefers the answer closer to the reference, whichever side it is on.
+    assert pair["win"] > pair["loss"] and pair["win_rate"] > 50
+    verdicts = body["items"][0]["judge"]
+    assert [v["slot"] for v in verdicts] == ["judge:0:1:ab", "judge:0:1:ba"]
+    assert {v["verdict"]["verdict"] for v in verdicts} <= {"A", "B", "tie"}
+
+
+def test_promotion_needs_an_eval_the_new_model_wins(stack, tuned) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, tuned["key"])
+    tune_id, dataset_id = tuned["tune"]["id"], tuned["dataset"]["id"]
+    assert http.put("/v1/aliases/medqa-prod", json={"model": BASE}).status_code == 200
+    body = run_eval(http, dataset_id, [BASE, tune_id], max_items=40, seed=1)
+    lead = (
+        body["metrics"][tune_id]["char"]["rouge_l"]["value"]
+        - body["metrics"][BASE]["char"]["rouge_l"]["value"]
+    )
+    assert lead > 1
+
+    def promote(model: str, **gate: Any) -> httpx.Response:
+        return http.put(
+            "/v1/aliases/medqa-prod", json={"model": model, "require_eval": {"eval_id": body["id"], **gate}}
+        )
+
+    refused = promote(tune_id, metric="char.rouge_l", min_margin=lead + 1)
+    assert error_of(refused) == (409, "eval_gate_failed", "require_eval")
+    numbers = refused.json()["error"]["gate"]
+    assert numbers["candidate"]["model"] == tune_id and numbers["current"]["model"] == BASE
+    assert numbers["margin"] == pytest.approx(lead) and f"{lead:+.2f}" in refused.json()["error"]["message"]
+    assert http.get("/v1/aliases/medqa-prod").json()["version"] == 1  # unchanged
+
+    assert error_of(promote(tune_id, metric="perplexity"))[:2] == (400, "invalid_metric")
+    other = run_eval(http, dataset_id, [BASE, "gpt-4.1-mini"], max_items=3)
+    missing = http.put(
+        "/v1/aliases/medqa-prod", json={"model": tune_id, "require_eval": {"eval_id": other["id"]}}
+    )
+    assert error_of(missing) == (400, "eval_missing_model", "require_eval.eval_id")
+
+    promoted = promote(tune_id, metric="rouge_l", min_margin=1)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["targets"][0]["model"] == tune_id
+    # Back to the base model: it loses the same eval, on characters and on jieba words.
+    for metric in ("rouge_l", "word.bleu_4"):
+        back = promote(BASE, metric=metric)
+        assert error_of(back) == (409, "eval_gate_failed", "require_eval")
+        assert back.json()["error"]["gate"]["margin"] < 0
+    # The fine-tuned name is the same model as the tune id for the gate.
+    assert http.put("/v1/aliases/medqa-prod", json={"model": BASE}).status_code == 200
+    by_name = promote(tuned["tune"]["fine_tuned_model"], metric="bleu_4")
+    assert by_name.status_code == 200, by_name.text
