@@ -43,6 +43,11 @@ class TokenStats:
         self.count += 1
         self.total += tokens
 
+    def add_many(self, counts: list[int]) -> None:
+        self.histogram.update(counts)
+        self.count += len(counts)
+        self.total += sum(counts)
+
     def percentile(self, p: float) -> int:
         """Nearest-rank percentile: the smallest length with at least p% of examples at or below it."""
         if not self.count:

@@ -353,3 +353,21 @@ def test_quicktok_runs_leave_tiktoken_unloaded(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_garbage_collector_is_left_as_it_was() -> None:
+    """prepare() pauses the cyclic GC while it runs (pipeline._gc_paused) and puts it back."""
+    import gc
+
+    assert gc.isenabled()
+    run(CHAT.read_bytes())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run(CHAT.read_bytes())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(Exception):  # noqa: B017 - any failure: the GC must still come back
+        run(b"\x00\x01binary junk" * 100)
+    assert gc.isenabled()
