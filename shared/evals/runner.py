@@ -20,6 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import blobs, providers
+from shared.chat import routing
+from shared.errors import DomainError
 from shared.evals import judge, report
 from shared.evals.service import COMPLETED, FAILED, RUNNING, UNFINISHED, Generation, eval_dict
 from shared.models import Dataset, Eval, EvalItem, EvalOutput, utcnow
@@ -41,7 +43,7 @@ SDK_RETRIES = 3
 class Call:
     position: int
     slot: str
-    provider: str
+    provider: providers.Provider
     model: str
     messages: list[dict[str, Any]]
     generation: dict[str, Any]
@@ -124,12 +126,28 @@ def _split_example(
 
 
 def plan(session: Session, eval_id: str) -> tuple[list[Call], int]:
-    """Calls still to make, and the eval's concurrency. The judge's calls come once every model
-    has answered the items they compare."""
+    """Calls still to make, in item order, and the eval's concurrency. The judge's calls come
+    once every model has answered the items they compare."""
     row = session.get(Eval, eval_id)
     if row is None or row.status != RUNNING:
         return [], 1
-    items = list(session.scalars(select(EvalItem).where(EvalItem.eval_id == eval_id)))
+    judged = row.options.get("judge")
+    try:
+        # Each run asks where the models are served (a provider's key may have been rotated);
+        # the models themselves were fixed when the eval was created.
+        routes = [_provider(session, row, entry) for entry in row.models]
+        judge_route = _provider(session, row, judged) if judged else None
+    except DomainError as exc:
+        fail(
+            session,
+            row,
+            "model_unavailable",
+            f"A model of this eval cannot be called any more: {exc.message}",
+        )
+        return [], 1
+    items = list(
+        session.scalars(select(EvalItem).where(EvalItem.eval_id == eval_id).order_by(EvalItem.position))
+    )
     done: dict[tuple[int, str], EvalOutput] = {
         (o.position, o.slot): o
         for o in session.scalars(select(EvalOutput).where(EvalOutput.eval_id == eval_id))
@@ -137,20 +155,19 @@ def plan(session: Session, eval_id: str) -> tuple[list[Call], int]:
     generation = {k: v for k, v in row.options["generation"].items() if k != "system_prompt"}
     calls: list[Call] = []
     for item in items:
-        for index, model in enumerate(row.models):
+        for index, (entry, provider) in enumerate(zip(row.models, routes, strict=True)):
             if (item.position, str(index)) not in done:
                 calls.append(
                     Call(
                         item.position,
                         str(index),
-                        model["provider"],
-                        model["upstream_model"],
+                        provider,
+                        entry["upstream_model"],
                         item.messages,
                         generation,
                     )
                 )
-    judged = row.options.get("judge")
-    if judged and not calls:
+    if judged and judge_route is not None and not calls:
         answers = {key: out.answer for key, out in done.items() if not key[1].startswith("judge:")}
         for item in items:
             for slot, messages in judge.prompts(
@@ -161,13 +178,19 @@ def plan(session: Session, eval_id: str) -> tuple[list[Call], int]:
                         Call(
                             item.position,
                             slot,
-                            judged["provider"],
+                            judge_route,
                             judged["upstream_model"],
                             messages,
                             judge.GENERATION,
                         )
                     )
     return calls, max(1, int(row.options.get("concurrency", 4)))
+
+
+def _provider(session: Session, row: Eval, entry: dict[str, Any]) -> providers.Provider:
+    """The provider serving an eval model, resolved as the chat gateway resolves it."""
+    concrete = entry.get("tune_id") or entry["upstream_model"]
+    return routing.resolve_target(session, project_id=row.project_id, model=concrete).provider
 
 
 def execute(calls: list[Call], concurrency: int) -> Iterator[Result]:
@@ -187,7 +210,7 @@ def execute(calls: list[Call], concurrency: int) -> Iterator[Result]:
 
 
 def _call(call: Call) -> Result:
-    client = providers.client(providers.resolve(call.provider)).with_options(max_retries=SDK_RETRIES)
+    client = providers.client(call.provider).with_options(max_retries=SDK_RETRIES)
     settings = call.generation
     extra: dict[str, Any] = {}
     if settings.get("top_p") is not None:
@@ -250,7 +273,7 @@ def finish(session: Session, eval_id: str) -> bool:
     if row is None or row.status != RUNNING:
         return False
     remaining, _ = plan(session, eval_id)
-    if remaining:
+    if remaining or row.status != RUNNING:  # `plan` fails an eval whose model went away
         return False
     items = list(
         session.scalars(select(EvalItem).where(EvalItem.eval_id == eval_id).order_by(EvalItem.position))
