@@ -236,3 +236,31 @@ def test_promotion_needs_an_eval_the_new_model_wins(stack, tuned) -> None:  # ty
     assert http.put("/v1/aliases/medqa-prod", json={"model": BASE}).status_code == 200
     by_name = promote(tuned["tune"]["fine_tuned_model"], metric="bleu_4")
     assert by_name.status_code == 200, by_name.text
+
+
+def test_a_refused_prompt_is_recorded_and_a_flaky_provider_retried(stack, tuned) -> None:  # type: ignore[no-untyped-def]
+    http = client(stack.api_url, tuned["key"])
+    nano = "gpt-4.1-nano"
+    rules = [
+        # Refused for good: stored as that output's error, the item left out of the comparison.
+        {"action": "status", "status": 400, "code": "context_length_exceeded", "model": nano, "times": 1},
+        # Two 503s then success: the SDK's retries absorb them.
+        {"action": "status", "status": 503, "retry_after_ms": 1, "model": nano, "times": 2},
+    ]
+    with httpx.Client(base_url=stack.sandbox_url) as sandbox:
+        added = sandbox.post("/sandbox/faults", json=rules).json()["data"]
+        try:
+            body = run_eval(http, tuned["dataset"]["id"], [BASE, nano], max_items=6, concurrency=1)
+            fired = sandbox.get("/sandbox/faults").json()["data"]
+        finally:
+            for rule in added:
+                sandbox.delete(f"/sandbox/faults/{rule['id']}")
+    assert [r["fired"] for r in fired if r["id"] in {a["id"] for a in added}] == [1, 2]
+    assert body["metrics"][nano]["errors"] == 1 and body["metrics"][BASE]["errors"] == 0
+    assert body["metrics"][BASE]["items_scored"] == body["metrics"][nano]["items_scored"] == 5
+    failed = [o for item in body["items"] for o in item["outputs"] if o["error"]]
+    assert [o["error"]["code"] for o in failed] == ["context_length_exceeded"] and failed[0]["scores"] is None
+    rows = list(
+        csv.DictReader(io.StringIO(http.get(f"/v1/evals/{body['id']}", params={"format": "csv"}).text))
+    )
+    assert [r[f"{nano} error"] for r in rows].count("context_length_exceeded") == 1
