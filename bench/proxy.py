@@ -121,7 +121,7 @@ def gap_check(tools: Path, target: Target) -> str:
     result = load(tools, target, gap_check=gap, repeat=2)
     if result.get("error"):
         return f"FAIL {result['error'][:200]}"
-    target.ok_requests += 2
+    target.ok_requests += result["total_ok"]
     verdict = "ok" if result["p90_lag_ms"] < gap else "BUFFERED"
     return (
         f"{verdict} (chunk lag p90 {result['p90_lag_ms']:.1f} ms, max {result['max_lag_ms']:.1f} ms "
