@@ -10,7 +10,17 @@ from fastapi import FastAPI
 
 from api import errors
 from api.idempotency import IdempotencyMiddleware
-from api.routes import aliases, chat, datasets, evals, health, provider_webhooks, tunes, webhooks
+from api.routes import (
+    aliases,
+    chat,
+    datasets,
+    evals,
+    health,
+    provider_webhooks,
+    providers,
+    tunes,
+    webhooks,
+)
 from shared import logs
 from shared.chat import accounting, gateway
 
@@ -33,6 +43,6 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(IdempotencyMiddleware)
-    for module in (health, datasets, tunes, webhooks, provider_webhooks, chat, aliases, evals):
+    for module in (health, datasets, tunes, webhooks, provider_webhooks, chat, aliases, evals, providers):
         app.include_router(module.router)
     return app

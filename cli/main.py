@@ -36,6 +36,8 @@ def _sandbox(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = get_settings()
+    if args.flavor:
+        settings.sandbox_flavor = args.flavor  # the factory below reads it from the settings
     uvicorn.run(
         "sandbox.app:create_app",
         factory=True,
@@ -167,6 +169,12 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--host")
         cmd.add_argument("--port", type=int)
         cmd.set_defaults(func=func)
+        if name == "sandbox":
+            cmd.add_argument(
+                "--flavor",
+                choices=("openai", "azure"),
+                help="answer like OpenAI (/v1) or like an Azure OpenAI resource (/openai, api-key)",
+            )
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument(
         "--queue",

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox import chat, control, files, ids, jobs, models
+from sandbox import azure, chat, control, files, ids, jobs, models
 from sandbox.errors import ApiError, install_error_handlers, internal_error_response
 from sandbox.fault_injection import SERVER_SEND, FaultMiddleware
 from sandbox.faults import FaultPlane
@@ -82,10 +82,13 @@ class SandboxApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(time_scale: float | None = None) -> FastAPI:
-    """Build a fresh sandbox (state lives in the app); `time_scale` defaults to the settings value."""
+def create_app(time_scale: float | None = None, flavor: str | None = None) -> FastAPI:
+    """Build a fresh sandbox (state lives in the app); `time_scale` and `flavor` (`openai`, or
+    `azure` for an Azure OpenAI resource's URL shape and auth, see `azure.py`) default to the
+    settings values."""
     if time_scale is None:
         time_scale = get_settings().sandbox_time_scale
+    flavor = flavor or get_settings().sandbox_flavor
     app = SandboxApp(title="Tuneforge sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = Store(time_scale)
     app.state.faults = FaultPlane()
@@ -101,4 +104,6 @@ def create_app(time_scale: float | None = None) -> FastAPI:
     # Added first, so it runs inside RequestContextMiddleware: the bearer check comes before faults.
     app.add_middleware(FaultMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    if flavor == "azure":
+        azure.install(app)
     return app

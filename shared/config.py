@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -59,6 +60,18 @@ class Settings(BaseSettings):
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8001
     sandbox_time_scale: float = 1.0
+    # `azure`: the sandbox answers like an Azure OpenAI resource (/openai/…, `api-key`,
+    # `api-version`, deployments) instead of like OpenAI (README, Providers).
+    sandbox_flavor: Literal["openai", "azure"] = "openai"
+
+    # The date and time Tuneforge believes it is for provider lifecycles (job cutoffs, model
+    # shutdowns, deprecation warnings); unset = the real clock. For tests and drills.
+    now: datetime | None = None
+    # A tuned model whose base shuts down within this many days is flagged in GET /v1/models
+    # and announced once by a model.deprecation_warning webhook.
+    deprecation_warning_days: int = Field(default=30, ge=0)
+    # Provider base URLs may only point at public addresses, except these hosts (comma-separated).
+    provider_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -104,7 +117,9 @@ class Settings(BaseSettings):
     chat_upstream_timeout_seconds: float = 600.0
     chat_upstream_max_connections: int = Field(default=256, ge=1)
 
-    @field_validator("webhook_allowed_hosts", "webhook_allowed_ports", mode="before")
+    @field_validator(
+        "webhook_allowed_hosts", "webhook_allowed_ports", "provider_allowed_hosts", mode="before"
+    )
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

@@ -21,6 +21,7 @@ from shared import idempotency, queue
 from shared.config import Settings, get_settings
 from shared.datasets import service as datasets
 from shared.evals import service as evals
+from shared.providers import lifecycle
 from shared.queue import TaskName
 from shared.tunes import service as tunes
 from shared.webhooks import service as webhooks
@@ -70,4 +71,6 @@ def run_pass(session: Session, *, now: datetime, settings: Settings | None = Non
     for eval_id in claimed.evals:
         queue.enqueue(session, TaskName.RUN_EVAL, eval_id=eval_id)
     idempotency.purge_expired(session, now=now)
+    # Hourly per process: one model.deprecation_warning per tuned model whose base shuts down soon.
+    lifecycle.warn_due_every(session)
     return claimed

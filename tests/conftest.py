@@ -42,6 +42,8 @@ TEST_ENV = {
     "TUNEFORGE_SANDBOX_TIME_SCALE": "0.01",
     # Only the literal 127.0.0.1 (the local receivers): `localhost` must stay a hostile name.
     "TUNEFORGE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    # Provider accounts in tests point at local sandboxes (tests/e2e/test_providers.py).
+    "TUNEFORGE_PROVIDER_ALLOWED_HOSTS": "127.0.0.1",
     # The canary's port passes the port rule, so only the address checks stand in the way.
     "TUNEFORGE_WEBHOOK_ALLOWED_PORTS": f"80,443,{CANARY_PORT}",
     "TUNEFORGE_OPENAI_WEBHOOK_SECRET": "whsec_" + base64.b64encode(os.urandom(32)).decode(),

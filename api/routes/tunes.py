@@ -6,8 +6,10 @@ from fastapi import APIRouter, Query, Response
 
 from api import schemas
 from api.deps import PrincipalDep, SessionDep
+from api.schemas_providers import RetuneRequest
 from shared.datasets import service as datasets
 from shared.models import unix
+from shared.tunes import retune
 from shared.tunes import service as tunes
 from shared.tunes.serialize import tune_dict
 
@@ -113,3 +115,22 @@ def pause_tune(session: SessionDep, principal: PrincipalDep, tune_id: str) -> di
 def resume_tune(session: SessionDep, principal: PrincipalDep, tune_id: str) -> dict[str, object]:
     """Resume a paused job."""
     return tune_dict(tunes.resume(session, project_id=principal.project_id, tune_id=tune_id))
+
+
+@router.post("/tunes/{tune_id}/retune", status_code=202, response_model=schemas.Tune)
+def retune_tune(
+    session: SessionDep, principal: PrincipalDep, tune_id: str, body: RetuneRequest, response: Response
+) -> dict[str, object]:
+    """Start the same tune (dataset, epochs, suffix, metadata) on another provider and/or base
+    model; with `alias`, point it at the new tune once that succeeds."""
+    tune = retune.retune(
+        session,
+        project_id=principal.project_id,
+        tune_id=tune_id,
+        provider=body.provider,
+        base_model=body.base_model,
+        alias=body.alias,
+        require_eval=body.require_eval,
+    )
+    response.headers["Location"] = f"/v1/tunes/{tune.id}"
+    return tune_dict(tune)

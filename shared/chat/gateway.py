@@ -108,10 +108,15 @@ async def open_exchange(token: str | None, raw: bytes) -> Exchange:
         caller = await asyncio.to_thread(lookups.load_caller, token)
     admission = await limits.get_limiter().admit(caller)
     model = body["model"]
-    resolution = lookups.cached_resolution(caller.project_id, model, admission.generation)
+    # A Tuneforge field (which provider serves a base model), never sent upstream.
+    provider = body.pop("provider", None)
+    if provider is not None and (not isinstance(provider, str) or not provider):
+        raise InvalidInput("'provider' must be a provider name.", code="invalid_provider", param="provider")
+    key = f"{model}\0{provider}" if provider else model
+    resolution = lookups.cached_resolution(caller.project_id, key, admission.generation)
     if resolution is None:
         resolution = await asyncio.to_thread(
-            lookups.load_resolution, caller.project_id, model, admission.generation
+            lookups.load_resolution, caller.project_id, model, admission.generation, provider
         )
     user = body.get("user")
     route = routing.pick(resolution, user if isinstance(user, str) else None)

@@ -73,13 +73,15 @@ def cached_resolution(project_id: str, model: str, generation: int) -> routing.R
     return entry[0]
 
 
-def load_resolution(project_id: str, model: str, generation: int) -> routing.Resolution:
+def load_resolution(
+    project_id: str, model: str, generation: int, provider: str | None = None
+) -> routing.Resolution:
     """Resolve from the database (raises NotFound) and cache under the generation read *before*
     this lookup, so a change committed meanwhile is not hidden behind a stale entry."""
     with db.session_scope() as session:
-        resolution = routing.lookup(session, project_id=project_id, model=model)
+        resolution = routing.lookup(session, project_id=project_id, model=model, provider=provider)
     _bounded(_resolutions)
-    _resolutions[(project_id, model)] = (
+    _resolutions[(project_id, f"{model}\0{provider}" if provider else model)] = (
         resolution,
         generation,
         time.monotonic() + get_settings().chat_cache_seconds,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from shared import pricing, providers
 from shared.errors import DomainError, NotFound
 from shared.models import ChatAlias, Tune, unix
+from shared.providers import lifecycle
 from shared.tunes import states
 
 
@@ -50,8 +51,10 @@ def _model_not_found(model: str) -> NotFound:
     )
 
 
-def resolve_target(session: Session, *, project_id: str, model: str) -> Route:
-    """A concrete model (not an alias): a tune id, a fine-tuned name or a catalog base model."""
+def resolve_target(session: Session, *, project_id: str, model: str, provider: str | None = None) -> Route:
+    """A concrete model (not an alias): a tune id, a fine-tuned name or a catalog base model.
+    `provider` (a request's `"provider"`) picks where a base model is called; a tune is always
+    served where it was trained."""
     tune: Tune | None = None
     if model.startswith("tune_"):
         tune = session.get(Tune, model)
@@ -66,24 +69,27 @@ def resolve_target(session: Session, *, project_id: str, model: str) -> Route:
             base = pricing.resolve_model(model)
         except DomainError:
             raise _model_not_found(model) from None
-        return Route(provider=providers.resolve(None), upstream_model=base.name, priced_as=base.name)
+        chosen = providers.resolve(provider, session=session, project_id=project_id)
+        return Route(provider=chosen, upstream_model=base.name, priced_as=base.name)
     if tune is None or tune.status != states.SUCCEEDED or not tune.fine_tuned_model:
         raise _model_not_found(model)
     return Route(
-        provider=providers.resolve(tune.provider),
-        upstream_model=tune.fine_tuned_model,
+        provider=providers.for_tune(session, tune),
+        # Azure serves a tuned model under its deployment's name.
+        upstream_model=tune.deployment or tune.fine_tuned_model,
         tune_id=tune.id,
         priced_as=tune.fine_tuned_model,
     )
 
 
-def lookup(session: Session, *, project_id: str, model: str) -> Resolution:
+def lookup(session: Session, *, project_id: str, model: str, provider: str | None = None) -> Resolution:
     """An alias of the project first (aliases shadow base model names), then a concrete model."""
     alias = session.scalar(
         select(ChatAlias).where(ChatAlias.project_id == project_id, ChatAlias.name == model)
     )
     if alias is None:
-        return Resolution(routes=(resolve_target(session, project_id=project_id, model=model),), weights=(1,))
+        route = resolve_target(session, project_id=project_id, model=model, provider=provider)
+        return Resolution(routes=(route,), weights=(1,))
     routes: list[Route] = []
     weights: list[int] = []
     for target in alias.targets:
@@ -145,7 +151,7 @@ def list_models(session: Session, *, project_id: str) -> list[dict[str, Any]]:
         .order_by(Tune.id.desc())
     )
     for tune in tuned:
-        base = catalog.models.get(tune.base_model)
+        shutdown = lifecycle.shutdown_of(session, tune)
         models.append(
             {
                 "id": tune.fine_tuned_model,
@@ -154,7 +160,10 @@ def list_models(session: Session, *, project_id: str) -> list[dict[str, Any]]:
                 "owned_by": project_id,
                 "tune_id": tune.id,
                 "base_model": tune.base_model,
-                "shutdown_date": base.shutdown_date.isoformat() if base and base.shutdown_date else None,
+                "provider": tune.provider,
+                "shutdown_date": shutdown.isoformat() if shutdown else None,
+                # Its base shuts down within TUNEFORGE_DEPRECATION_WARNING_DAYS: retune it elsewhere.
+                "deprecation_warning": lifecycle.warning_due(shutdown),
             }
         )
     for name, price in sorted(catalog.models.items()):

@@ -38,9 +38,10 @@ async def send(provider: providers.Provider, body: dict[str, Any]) -> httpx.Resp
     client = _client(provider.base_url)
     request = client.build_request(
         "POST",
-        "chat/completions",
+        provider.chat_path(body["model"]),
+        params=provider.chat_query(),
         content=orjson.dumps(body),
-        headers={"Authorization": f"Bearer {provider.api_key}", "Content-Type": "application/json"},
+        headers={**provider.auth_headers(), "Content-Type": "application/json"},
     )
     try:
         return await client.send(request, stream=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from shared import blobs, pricing, providers, queue
 from shared.attempts import MAX_ATTEMPTS
@@ -21,7 +21,8 @@ from shared.datasets import service as datasets
 from shared.errors import BudgetExceeded, InvalidInput, InvalidState, NotFound
 from shared.ids import new_id
 from shared.models import Tune, TuneEvent, utcnow
-from shared.tunes import states, sync
+from shared.providers import lifecycle
+from shared.tunes import deployment, promote, states, sync
 from shared.tunes.transitions import apply_job, fail, record, transition
 from shared.webhooks import service as webhooks
 
@@ -56,8 +57,9 @@ def create(
             code="dataset_not_ready",
             param="dataset_id",
         )
-    chosen = providers.resolve(provider)
+    chosen = providers.resolve(provider, session=session, project_id=project_id)
     model = pricing.resolve_model(base_model)
+    lifecycle.check_accepts(session, project_id=project_id, provider=chosen, model=model.name)
     if metadata and len(metadata) > 15:
         raise InvalidInput(
             "metadata takes at most 15 pairs (one is reserved).", code="invalid_metadata", param="metadata"
@@ -79,7 +81,8 @@ def create(
         dataset_id=dataset.id,
         status=states.CREATED,
         base_model=model.name,
-        provider=chosen.name,
+        provider=chosen.display_name,
+        provider_account_id=chosen.account_id,
         n_epochs=n_epochs,
         suffix=suffix,
         user_metadata=metadata,
@@ -92,7 +95,7 @@ def create(
         session,
         tune,
         "status",
-        f"Tune created for {model.name} on {chosen.name}.",
+        f"Tune created for {model.name} on {chosen.display_name}.",
         data={"status": states.CREATED},
     )
     session.flush()
@@ -261,13 +264,21 @@ def poll(session: Session, tune_id: str, *, now: datetime | None = None) -> None
     tune = _lock(session, tune_id)
     if tune is None or tune.status in states.TERMINAL or tune.provider_job_id is None:
         return
-    client = _client(tune)
+    provider = providers.for_tune(session, tune)
+    client = providers.client(provider)
     try:
         job = client.fine_tuning.jobs.retrieve(tune.provider_job_id)
         sync.copy_events(session, tune, client)
         if job.status == states.SUCCEEDED:
             sync.copy_checkpoints(session, tune, client)
             sync.copy_result_metrics(session, tune, client, list(job.result_files or []))
+            if not deployment.ready(session, tune, provider, job):
+                # Trained but not serving yet (Azure deploys it first): look again soon.
+                if tune.status not in states.TERMINAL:
+                    tune.poll_failures = 0
+                    tune.next_poll_at = now + timedelta(seconds=_poll_interval(states.RUNNING))
+                session.flush()
+                return
     except openai.NotFoundError:
         fail(
             session, tune, "provider_job_missing", f"The provider no longer knows job {tune.provider_job_id}."
@@ -278,10 +289,15 @@ def poll(session: Session, tune_id: str, *, now: datetime | None = None) -> None
         # so a provider that never recovers fails the tune instead of being polled forever.
         _poll_failed(session, tune, now, exc)
         return
+    except deployment.Unavailable as exc:
+        _poll_failed(session, tune, now, exc)
+        return
     tune.poll_failures = 0
     apply_job(session, tune, job)
     if tune.status not in states.TERMINAL:
         tune.next_poll_at = now + timedelta(seconds=_poll_interval(tune.status))
+    elif tune.status == states.SUCCEEDED and tune.on_success:
+        promote.after_success(session, tune)
     session.flush()
 
 
@@ -396,7 +412,7 @@ def claim_stuck_submissions(
 
 
 def _client(tune: Tune) -> openai.OpenAI:
-    return providers.client(providers.resolve(tune.provider))
+    return providers.client(providers.for_tune(object_session(tune), tune))
 
 
 def _find_job(client: openai.OpenAI, tune_id: str) -> Any | None:
@@ -426,7 +442,7 @@ def _lock(session: Session, tune_id: str) -> Tune | None:
     return session.get(Tune, tune_id, with_for_update=True, populate_existing=True)
 
 
-def _poll_failed(session: Session, tune: Tune, now: datetime, exc: openai.APIError) -> None:
+def _poll_failed(session: Session, tune: Tune, now: datetime, exc: Exception) -> None:
     tune.poll_failures += 1
     # Failures in a row while polling before we give up on a job we cannot see any more.
     if tune.poll_failures >= get_settings().provider_max_failures:
@@ -445,7 +461,7 @@ def _poll_failed(session: Session, tune: Tune, now: datetime, exc: openai.APIErr
     session.flush()
 
 
-def retry_after(exc: openai.APIError) -> float | None:
+def retry_after(exc: Exception) -> float | None:
     """The wait a provider's error asked for (`retry-after-ms` or `retry-after`), in seconds."""
     response = getattr(exc, "response", None)
     if response is None:

@@ -24,6 +24,8 @@ EVENT_TYPES = (
     "tune.failed",
     "tune.cancelled",
     "eval.completed",
+    # A tuned model's base shuts down soon (shared/providers/lifecycle.py).
+    "model.deprecation_warning",
 )
 TEST_EVENT = "webhook.test"
 DEFAULT_GRACE = timedelta(hours=24)
