@@ -82,15 +82,18 @@ class SandboxApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(time_scale: float | None = None, flavor: str | None = None) -> FastAPI:
+def create_app(
+    time_scale: float | None = None, flavor: str | None = None, engine: Store | None = None
+) -> FastAPI:
     """Build a fresh sandbox (state lives in the app); `time_scale` and `flavor` (`openai`, or
     `azure` for an Azure OpenAI resource's URL shape and auth, see `azure.py`) default to the
-    settings values."""
+    settings values. `engine` replaces the simulated store: the self-hosted trainer passes its
+    real one (trainer/engine.py) and gets the same routes, validation and object shapes."""
     if time_scale is None:
         time_scale = get_settings().sandbox_time_scale
     flavor = flavor or get_settings().sandbox_flavor
     app = SandboxApp(title="Tuneforge sandbox", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.store = Store(time_scale)
+    app.state.store = engine if engine is not None else Store(time_scale)
     app.state.faults = FaultPlane()
     install_error_handlers(app)
     for module in (files, jobs, models, chat):

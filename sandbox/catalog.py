@@ -79,6 +79,31 @@ def base_of_ft_name(name: str) -> BaseModel | None:
     return resolve_base(parts[1]) if len(parts) > 1 else None
 
 
+class Catalog:
+    """The base models one server tunes and serves: the sandbox's OpenAI snapshots, or the local
+    models a trainer was started with (trainer/catalog.py). Routes ask the engine's catalog, so
+    one HTTP layer serves both."""
+
+    def __init__(self, models: tuple[BaseModel, ...]) -> None:
+        self.models = models
+        self._by_name = {name: m for m in models for name in (m.id, *m.aliases)}
+
+    def resolve(self, name: str) -> BaseModel | None:
+        return self._by_name.get(name)
+
+    def names(self) -> list[tuple[str, BaseModel]]:
+        return [(name, m) for m in self.models for name in (m.id, *m.aliases)]
+
+    def base_of_ft_name(self, name: str) -> BaseModel | None:
+        if not name.startswith("ft:"):
+            return None
+        parts = name.split(":")
+        return self.resolve(parts[1]) if len(parts) > 1 else None
+
+
+SANDBOX_CATALOG = Catalog(BASE_MODELS)
+
+
 def encoding_for(model_name: str) -> str:
     """The tiktoken encoding for a model name; gpt-4o/4.1-era models use o200k_base."""
     base = resolve_base(model_name) or base_of_ft_name(model_name)

@@ -1,6 +1,7 @@
-"""`/v1/chat/completions`, answered without a language model.
+"""`/v1/chat/completions`: the request parsed and the answer rendered as JSON or SSE; the answer
+itself comes from the engine behind the store (`store.complete`, see `completion.py`).
 
-A sandbox-tuned model replies with the answer of the training example whose question is most
+In the sandbox, a tuned model replies with the answer of the training example whose question is most
 similar to the last user message (see `similarity.py`); a base model replies with a fixed,
 deterministic general-assistant text. So a training question gets its training answer from the
 tuned model and something visibly different from the base model — enough for offline evals.
@@ -11,95 +12,59 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import StreamingResponse
 
-from sandbox import ids, judge, tokens
-from sandbox.catalog import resolve_base
+from sandbox import ids
+from sandbox.completion import ChatRequest, Completion
 from sandbox.errors import bad_request
 from sandbox.models import model_not_found
 from sandbox.store import store_of
-from sandbox.validation import text_of
 
 router = APIRouter()
 
 JsonBody = Annotated[dict[str, Any], Body()]
 
-STREAM_CHUNK_CHARS = 4
-FRAGMENT_CHARS = 40
 FINGERPRINT = "fp_sandbox"
 CHUNK_DELAY_KEY = "sandbox_chunk_delay_ms"
 CHAT_ROLES = ("developer", "system", "user", "assistant", "tool", "function")
-
-
-@dataclass
-class ChatRequest:
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool
-    include_usage: bool
-    n: int
-    max_tokens: int | None
-    # Sandbox-only knob (`metadata.sandbox_chunk_delay_ms`): pause between stream chunks, so a
-    # test can see whether a proxy forwards each chunk as it comes.
-    chunk_delay_s: float = 0.0
 
 
 @router.post("/chat/completions", response_model=None)
 def create_chat_completion(request: Request, body: JsonBody) -> dict[str, Any] | StreamingResponse:
     chat = parse_chat_request(body)
     store = store_of(request)
-    base = resolve_base(chat.model)
-    if base is not None:
-        model_name = base.id
-        # An eval's judge prompt gets a verdict (sandbox/judge.py), anything else the fixed text.
-        answer = judge.verdict(last_user_text(chat.messages)) or base_answer(
-            base.id, last_user_text(chat.messages)
-        )
-    else:
-        tuned = store.find_tuned(chat.model)
-        if tuned is None:
-            raise model_not_found(chat.model)
-        model_name = chat.model
-        match = tuned.index.best(last_user_text(chat.messages))
-        answer = match.answer if match else base_answer(chat.model, last_user_text(chat.messages))
-    text, finish_reason = _truncate(answer, chat.max_tokens, model_name)
-    prompt_tokens = tokens.count_messages(chat.messages, model_name)
-    completion_tokens = tokens.count_text(text, model_name) * chat.n
-    usage = _usage(prompt_tokens, completion_tokens)
+    completion = store.complete(chat)
+    if completion is None:
+        raise model_not_found(chat.model)
     head = {
         "id": ids.completion_id(),
         "created": int(time.time()),
-        "model": model_name,
+        "model": completion.model,
         "system_fingerprint": FINGERPRINT,
     }
     if chat.stream:
-        chunks = _counted(
-            _stream(
-                head, text, finish_reason, chat.n, usage if chat.include_usage else None, chat.chunk_delay_s
-            ),
-            store.stream_ended,
-        )
+        chunks = _counted(_stream(head, completion, chat.n, chat.include_usage), store.stream_ended)
         return StreamingResponse(
             chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"}
         )
+    texts = ["".join(completion.pieces(i)) for i in range(chat.n)]
     choices: list[dict[str, Any]] = [
         {
             "index": i,
-            "finish_reason": finish_reason,
+            "finish_reason": completion.finish_reason(i),
             "logprobs": None,
             "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
         }
-        for i in range(chat.n)
+        for i, text in enumerate(texts)
     ]
     return {
         **head,
         "object": "chat.completion",
         "choices": choices,
-        "usage": usage,
+        "usage": _usage(completion.prompt_tokens, completion.completion_tokens),
         "service_tier": "default",
     }
 
@@ -137,6 +102,16 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
     ):
         raise bad_request("max_completion_tokens must be a positive integer.", param="max_completion_tokens")
+    top_p = body.get("top_p")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise bad_request("top_p must be a number in (0, 1].", param="top_p")
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise bad_request("seed must be an integer.", param="seed")
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop or []
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(x, str) and x for x in stops):
+        raise bad_request("stop must be a string or a list of up to 4 strings.", param="stop")
     include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
     metadata = body.get("metadata")
     delay_ms = metadata.get(CHUNK_DELAY_KEY) if isinstance(metadata, dict) else None
@@ -146,31 +121,19 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         raise bad_request(
             f"metadata.{CHUNK_DELAY_KEY} must be a number of milliseconds.", param="metadata"
         ) from None
-    return ChatRequest(model, messages, stream, include_usage, n, max_tokens, chunk_delay_s)
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    return next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-
-
-def base_answer(model: str, question: str) -> str:
-    fragment = question.strip()[:FRAGMENT_CHARS]
-    if len(question.strip()) > FRAGMENT_CHARS:
-        fragment += "…"
-    text = (
-        f"I am a general assistant (sandbox base model {model}). "
-        "For medical questions, please consult a qualified doctor."
+    return ChatRequest(
+        model,
+        messages,
+        stream,
+        include_usage,
+        n,
+        max_tokens,
+        chunk_delay_s,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        stop=stops,
     )
-    return f"{text} You asked: \u201c{fragment}\u201d" if fragment else text
-
-
-def _truncate(answer: str, max_tokens: int | None, model: str) -> tuple[str, str]:
-    if max_tokens is None:
-        return answer, "stop"
-    encoded = tokens.encode(answer, model)
-    if len(encoded) <= max_tokens:
-        return answer, "stop"
-    return tokens.decode(encoded[:max_tokens], model), "length"
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
@@ -188,16 +151,8 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     }
 
 
-def _stream(
-    head: dict[str, Any],
-    text: str,
-    finish_reason: str,
-    n: int,
-    usage: dict[str, Any] | None,
-    chunk_delay_s: float = 0.0,
-) -> Iterator[str]:
-    """SSE chunks: role first, content a few characters at a time, finish_reason, then optional usage."""
-    with_usage = usage is not None
+def _stream(head: dict[str, Any], completion: Completion, n: int, include_usage: bool) -> Iterator[str]:
+    """SSE chunks: role first, content as the engine produces it, finish_reason, then optional usage."""
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None) -> str:
         body: dict[str, Any] = {
@@ -205,19 +160,19 @@ def _stream(
             "object": "chat.completion.chunk",
             "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
-        if with_usage:
+        if include_usage:
             # With include_usage every chunk carries `usage`, null until the final one.
             body["usage"] = None
         return _sse(body)
 
     for index in range(n):
         yield chunk(index, {"role": "assistant", "content": "", "refusal": None}, None)
-        for start in range(0, len(text), STREAM_CHUNK_CHARS):
-            if chunk_delay_s:
-                time.sleep(chunk_delay_s)
-            yield chunk(index, {"content": text[start : start + STREAM_CHUNK_CHARS]}, None)
-        yield chunk(index, {}, finish_reason)
-    if usage is not None:
+        for piece in completion.pieces(index):
+            if piece:
+                yield chunk(index, {"content": piece}, None)
+        yield chunk(index, {}, completion.finish_reason(index))
+    if include_usage:
+        usage = _usage(completion.prompt_tokens, completion.completion_tokens)
         yield _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
     yield "data: [DONE]\n\n"
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.catalog import BaseModel, base_of_ft_name, resolve_base
+from sandbox.catalog import SANDBOX_CATALOG, BaseModel, Catalog
 from sandbox.errors import ApiError, bad_request
 
 AUTO = "auto"
@@ -35,9 +35,9 @@ class JobRequest:
     hyperparameters: dict[str, Any]  # as requested, "auto" where not given
 
 
-def parse_job_request(body: dict[str, Any]) -> JobRequest:
+def parse_job_request(body: dict[str, Any], catalog: Catalog = SANDBOX_CATALOG) -> JobRequest:
     model_name = _required_str(body, "model")
-    base = resolve_base(model_name) or base_of_ft_name(model_name)
+    base = catalog.resolve(model_name) or catalog.base_of_ft_name(model_name)
     if base is None:
         raise ApiError(
             400,

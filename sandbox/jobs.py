@@ -18,7 +18,8 @@ _METADATA_KEY = re.compile(r"^metadata\[(.*)\]$")
 
 @router.post("")
 def create_job(request: Request, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-    return store_of(request).create_job(parse_job_request(body))
+    store = store_of(request)
+    return store.create_job(parse_job_request(body, store.catalog))
 
 
 @router.get("")

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from sandbox.catalog import BASE_OWNER, BaseModel, all_base_names, resolve_base
+from sandbox.catalog import BASE_OWNER, BaseModel
 from sandbox.errors import ApiError, not_found
 from sandbox.store import store_of
 
@@ -36,17 +36,19 @@ def model_not_found(name: str) -> ApiError:
 
 @router.get("")
 def list_models(request: Request) -> dict[str, Any]:
-    data = [base_model_dict(name, model) for name, model in all_base_names()]
-    data += [tuned.to_dict() for tuned in store_of(request).tuned_models()]
+    store = store_of(request)
+    data = [base_model_dict(name, model) for name, model in store.catalog.names()]
+    data += [tuned.to_dict() for tuned in store.tuned_models()]
     return {"object": "list", "data": data}
 
 
 @router.get("/{model:path}")
 def retrieve_model(request: Request, model: str) -> dict[str, Any]:
-    base = resolve_base(model)
+    store = store_of(request)
+    base = store.catalog.resolve(model)
     if base is not None:
         return base_model_dict(model, base)
-    tuned = store_of(request).find_tuned(model)
+    tuned = store.find_tuned(model)
     if tuned is None or tuned.id != model:
         raise model_not_found(model)
     return tuned.to_dict()
@@ -54,7 +56,7 @@ def retrieve_model(request: Request, model: str) -> dict[str, Any]:
 
 @router.delete("/{model:path}")
 def delete_model(request: Request, model: str) -> dict[str, Any]:
-    if resolve_base(model) is not None:
+    if store_of(request).catalog.resolve(model) is not None:
         raise ApiError(
             403,
             f"You have insufficient permissions to delete '{model}': only fine-tuned models can be deleted.",

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sandbox import ids, simulation
-from sandbox.catalog import ORG_SLUG
+from sandbox import completion, ids, simulation
+from sandbox.catalog import ORG_SLUG, SANDBOX_CATALOG
 from sandbox.errors import ApiError, bad_request, conflict, not_found
 from sandbox.faults import job_fault, job_time_scale
 from sandbox.job_params import JobRequest
@@ -27,6 +27,11 @@ NO_METADATA = "null"  # `metadata=null` in the job list query: jobs without meta
 
 
 class Store:
+    """The simulated engine. Routes use its public methods and `catalog`; the real trainer
+    (trainer/engine.py) is a Store whose jobs train and whose models generate."""
+
+    catalog = SANDBOX_CATALOG
+
     def __init__(self, time_scale: float, now: Callable[[], float] = time.time) -> None:
         # A zero scale would divide by zero; a tiny one means "finish almost at once".
         self.time_scale = max(time_scale, 1e-6)
@@ -267,6 +272,10 @@ class Store:
             self._checkpoints[checkpoint.name] = tuned.id
 
     # ---- models ------------------------------------------------------------------------------
+    def complete(self, chat: completion.ChatRequest) -> completion.Completion | None:
+        """The answer to a chat request; None for an unknown model."""
+        return completion.simulated(self, self.catalog, chat)
+
     def tuned_models(self) -> list[TunedModel]:
         with self._lock:
             self._advance_all()
