@@ -112,19 +112,21 @@ class ExampleCounter:
 
     def _lookup(self, fixed: int, texts: Collection[str]) -> Ticket:
         lengths = self.lengths
-        young = lengths._young
+        young, old = lengths._young, lengths._old
         pending, counting = self._pending, self._counting
         unknown: list[str] = []
         self.chars += sum(map(len, texts))
         for text in texts:
             found = young.get(text)
             if found is None:
-                found = lengths.get(text)
+                found = old.get(text)
                 if found is None:
                     unknown.append(text)
                     if text not in counting:
                         pending[text] = None
                     continue
+                lengths.put(text, found)  # `lengths.get`, inlined: the hit moves to the young side
+                young, old = lengths._young, lengths._old
             fixed += found
         return fixed, unknown
 
