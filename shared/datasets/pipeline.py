@@ -17,35 +17,28 @@ report are the same as one row at a time would give, whatever the thread count.
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import random
-import threading
-from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import date, timedelta
-from functools import partial
 from typing import Any, BinaryIO
-
-import orjson
 
 from shared.datasets.columns import TabularColumns
 from shared.datasets.dedup import Deduplicator, Plain, plain_messages
 from shared.datasets.formats import DatasetInvalid
+from shared.datasets.gc_pause import gc_paused
 from shared.datasets.intake import DEFAULT_MAX_DECOMPRESSED_BYTES, check_options, open_intake
+from shared.datasets.output import Output
 from shared.datasets.presets import (
     CHAT_TOP_LEVEL_KEYS,
     DETECTION_HINT,
     MAPPERS,
-    ROLES,
     MappingOptions,
     RowRejected,
     detect_preset,
-    question_key,
     resolve_preset,
 )
-from shared.datasets.report import DatasetReport, ErrorLog, TokenStats, too_few_error
+from shared.datasets.presets.chat import plain_chat_example
+from shared.datasets.report import DatasetReport, ErrorLog, too_few_error
 from shared.errors import InvalidInput
 from shared.pricing import quote, resolve_model, validate_n_epochs
 from shared.tokens import (
@@ -53,11 +46,10 @@ from shared.tokens import (
     Submitted,
     TokenLengths,
     encoding_name_for_model,
-    example_messages_for_stats,
     training_example_token_upper_bound,
 )
 
-__all__ = ["DatasetInvalid", "dataset_problem", "prepare"]
+__all__ = ["DatasetInvalid", "dataset_problem", "plain_chat_example", "prepare"]
 
 # A file whose first rows hold no usable row is not a dataset; stop instead of reading gigabytes.
 _GIVE_UP_AFTER_LINES = 1000
@@ -168,7 +160,7 @@ def prepare(
         token_lengths=token_lengths,
     )
     try:
-        with _gc_paused():
+        with gc_paused():
             run.consume(
                 source, format=format, encoding=encoding, max_decompressed_bytes=max_decompressed_bytes
             )
@@ -177,46 +169,11 @@ def prepare(
         run.counter.close()
 
 
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a dataset is prepared (then back as it was, when
-    no other preparation in the process still runs). Every few hundred rows it would walk the
-    parsed rows of the batches in flight, and every few thousand the whole heap: 15 % of the
-    time at 50k rows, more as the file grows. A row leaves no reference cycles behind, so there
-    is nothing for it to find meanwhile."""
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if not _gc_pauses:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if not _gc_pauses and _gc_was_enabled:
-                gc.enable()
-
-
 def dataset_problem(report: DatasetReport) -> tuple[str, str] | None:
     """(code, message) when the report says the dataset cannot be used, else None."""
     if report.error is None:
         return None
     return report.error["code"], report.error["message"]
-
-
-_json_line = partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
-
-
-def _validation_side(key: str, seed: int, fraction: float) -> bool:
-    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
 class _Run:
@@ -237,8 +194,6 @@ class _Run:
         batch_rows: int = DEFAULT_BATCH_ROWS,
         token_lengths: TokenLengths | None = None,
     ) -> None:
-        self.train_out = train_out
-        self.validation_out = validation_out
         self.preset = preset
         self.options = options
         self.sample_size = sample_size
@@ -251,11 +206,9 @@ class _Run:
         self.rng = random.Random(seed)
         self.reservoir: list[tuple[int, dict[str, Any], int | None]] = []
         self.errors = ErrorLog(error_limit)
-        self.train_tokens = TokenStats()
         self.report = DatasetReport(preset=preset)
+        self.output = Output(train_out, validation_out, self.report, validation_fraction, seed)
         self.objects = 0
-        self.no_system = 0
-        self.no_user = 0
         self.dropped_keys = 0
         self.dedup = Deduplicator()
         self.format = "jsonl"
@@ -267,8 +220,6 @@ class _Run:
         # batch is read, the batch before it may still be counting (`counting`).
         self.batch: list[_Pending] = []
         self.counting: tuple[list[_Pending], Submitted] | None = None
-        self.train_lines: list[bytes] = []
-        self.validation_lines: list[bytes] = []
         self.plain_chat = options.user_template is None
 
     def consume(
@@ -440,51 +391,8 @@ class _Run:
             valid += 1
         report.valid_examples = valid
         if examples:
-            self._write(examples, counts, roles)
-        self._flush_lines()
-
-    def _write(
-        self, examples: list[dict[str, Any]], counts: list[int], roles: list[tuple[str, ...] | None]
-    ) -> None:
-        """Queue the examples' lines for their split (`_flush_lines` writes them) and count them.
-        `roles`: each example's roles when the caller has them (plain examples), else None."""
-        lines = list(map(_json_line, examples))
-        shapes = Counter(roles)  # a few distinct role sequences: checked once each
-        for shape, n in shapes.items():
-            if shape is not None:
-                self.no_system += n * ("system" not in shape)
-                self.no_user += n * ("user" not in shape)
-        if None in shapes:
-            for example, shape in zip(examples, roles, strict=True):
-                if shape is None:
-                    found = {m.get("role") for m in example_messages_for_stats(example)}
-                    self.no_system += "system" not in found
-                    self.no_user += "user" not in found
-        report = self.report
-        if self.fraction <= 0.0:
-            self.train_lines += lines
-            report.train_examples += len(lines)
-            self.train_tokens.add_many(counts)
-            return
-        for line, example, tokens in zip(lines, examples, counts, strict=True):
-            if _validation_side(question_key(example), self.seed, self.fraction):
-                self.validation_lines.append(line)
-                report.validation_examples += 1
-                report.validation_tokens += tokens
-            else:
-                self.train_lines.append(line)
-                report.train_examples += 1
-                self.train_tokens.add(tokens)
-
-    def _flush_lines(self) -> None:
-        """One write per output and batch: a system call per 8 KiB line buffer costs as much as the
-        JSON encoding."""
-        if self.train_lines:
-            self.train_out.write(b"".join(self.train_lines))
-            self.train_lines.clear()
-        if self.validation_lines:
-            self.validation_out.write(b"".join(self.validation_lines))
-            self.validation_lines.clear()
+            self.output.write(examples, counts, roles)
+        self.output.flush()
 
     def finish(self, n_epochs: int | None) -> DatasetReport:
         report = self.report
@@ -495,7 +403,7 @@ class _Run:
             kept = self.reservoir[start : start + self.batch_rows]
             tickets = [counter.add(example) if tokens is None else None for _, example, tokens in kept]
             counter.resolve()
-            self._write(
+            self.output.write(
                 [example for _, example, _ in kept],
                 [
                     tokens if ticket is None else counter.tokens(ticket)
@@ -503,17 +411,17 @@ class _Run:
                 ],
                 [None] * len(kept),
             )
-            self._flush_lines()
+            self.output.flush()
         self.reservoir.clear()
         report.examples = report.train_examples + report.validation_examples
         report.errors = self.errors.errors
         report.errors_total = report.skipped = self.errors.total
         report.error_counts = dict(self.errors.counts)
         report.duplicates = self.dedup.to_dict()
-        report.tokens = self.train_tokens.to_dict()
+        report.tokens = self.output.train_tokens.to_dict()
         report.quote = quote(
             self.model.name,
-            billed_tokens_per_epoch=self.train_tokens.total,
+            billed_tokens_per_epoch=self.output.train_tokens.total,
             n_examples=report.train_examples,
             n_epochs=n_epochs,
         ).to_dict()
@@ -529,10 +437,10 @@ class _Run:
             found.append({"code": code, "message": message})
 
         found += [w for w in (self.columns.warning(report.preset), self.dedup.warning()) if w]
-        if self.no_system:
-            warn("missing_system_message", f"{self.no_system} example(s) have no system message")
-        if self.no_user:
-            warn("missing_user_message", f"{self.no_user} example(s) have no user message")
+        if self.output.no_system:
+            warn("missing_system_message", f"{self.output.no_system} example(s) have no system message")
+        if self.output.no_user:
+            warn("missing_user_message", f"{self.output.no_user} example(s) have no user message")
         if self.sample_size is not None and self.sample_size > report.valid_examples:
             warn(
                 "sample_larger_than_dataset",
@@ -552,35 +460,3 @@ class _Run:
             verb = "shut down" if shutdown <= date.today() else "shuts down"
             warn("model_shutdown", f"{self.model.name} {verb} on {shutdown.isoformat()}")
         return found
-
-
-def plain_chat_example(row: dict[str, Any], system_prompt: str | None) -> tuple[dict[str, Any], Plain] | None:
-    """What `map_chat` makes of the commonest chat row, `{"messages": [...]}` whose every message is
-    exactly a known role and non-blank string content with an assistant among them, and the
-    example's `plain_messages`, without the general checks; None for any other row (then `map_chat`
-    decides, and reports what is wrong)."""
-    messages = row.get("messages")
-    if type(messages) is not list or not messages:
-        return None
-    roles: list[str] = []
-    contents: list[str] = []
-    for message in messages:
-        if type(message) is not dict or len(message) != 2:
-            return None
-        role = message.get("role")
-        content = message.get("content")
-        if type(role) is not str or type(content) is not str or role not in ROLES:
-            return None
-        if not content or content.isspace():
-            return None
-        roles.append(role)
-        contents.append(content)
-    if "assistant" not in roles:
-        return None
-    if system_prompt and "system" not in roles:
-        messages = [{"role": "system", "content": system_prompt}, *messages]
-        roles.insert(0, "system")
-        contents.insert(0, system_prompt)
-        row = {"messages": messages}
-    # Otherwise the row is the example already: exactly {"messages": messages}.
-    return row, (tuple(roles), tuple(contents))

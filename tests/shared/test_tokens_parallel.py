@@ -356,7 +356,7 @@ def test_quicktok_runs_leave_tiktoken_unloaded(tmp_path: Path) -> None:
 
 
 def test_the_garbage_collector_is_left_as_it_was() -> None:
-    """prepare() pauses the cyclic GC while it runs (pipeline._gc_paused) and puts it back."""
+    """prepare() pauses the cyclic GC while it runs (shared.datasets.gc_pause) and puts it back."""
     import gc
 
     assert gc.isenabled()

@@ -6,9 +6,12 @@ content counts as missing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.datasets.presets.base import MappingOptions, RowRejected, as_options, json_type
+
+if TYPE_CHECKING:
+    from shared.datasets.dedup import Plain
 
 # The cookbook checker (training-data.md §3) only knows role/content/name/function_call/weight and
 # the roles system/user/assistant/function. OpenAI's current chat fine-tuning format
@@ -85,3 +88,35 @@ def map_chat(row: Any, options: MappingOptions | str | None = None) -> dict[str,
     example = {key: row[key] for key in CHAT_TOP_LEVEL_KEYS if key in row}
     example["messages"] = with_system(messages, options.system_prompt)
     return example
+
+
+def plain_chat_example(row: dict[str, Any], system_prompt: str | None) -> tuple[dict[str, Any], Plain] | None:
+    """What `map_chat` makes of the commonest chat row, `{"messages": [...]}` whose every message is
+    exactly a known role and non-blank string content with an assistant among them, and the
+    example's `plain_messages`, without the general checks; None for any other row (then `map_chat`
+    decides, and reports what is wrong)."""
+    messages = row.get("messages")
+    if type(messages) is not list or not messages:
+        return None
+    roles: list[str] = []
+    contents: list[str] = []
+    for message in messages:
+        if type(message) is not dict or len(message) != 2:
+            return None
+        role = message.get("role")
+        content = message.get("content")
+        if type(role) is not str or type(content) is not str or role not in ROLES:
+            return None
+        if not content or content.isspace():
+            return None
+        roles.append(role)
+        contents.append(content)
+    if "assistant" not in roles:
+        return None
+    if system_prompt and "system" not in roles:
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+        roles.insert(0, "system")
+        contents.insert(0, system_prompt)
+        row = {"messages": messages}
+    # Otherwise the row is the example already: exactly {"messages": messages}.
+    return row, (tuple(roles), tuple(contents))
