@@ -79,11 +79,21 @@ class DeletedProvider(Open):
     deleted: bool = True
 
 
+class RetuneGate(BaseModel):
+    """Move the alias only if the new tune beats its current targets in an eval run for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str = Field(default="rouge_l", max_length=40)
+    min_margin: float = Field(default=0.0, ge=0, le=100)
+    max_items: int = Field(default=50, ge=1, le=2000)
+    split: Literal["train", "validation"] = "validation"
+
+
 class RetuneRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     provider: str | None = Field(default=None, description="Another provider (name); default: the tune's own")
     base_model: str | None = Field(default=None, description="Another base model; default: the tune's own")
     alias: str | None = Field(default=None, description="Point this alias at the new tune once it succeeds")
-    require_eval: bool = Field(
-        default=False, description="Move the alias only if the new tune passes the eval gate"
+    require_eval: bool | RetuneGate = Field(
+        default=False, description="Move the alias only if the new tune wins an eval (true: default settings)"
     )

@@ -19,7 +19,6 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox import chat, files, jobs, models
-from sandbox.catalog import resolve_base
 from sandbox.errors import ApiError
 from sandbox.store import store_of
 
@@ -129,7 +128,8 @@ def put_deployment(request: Request, name: str, body: Annotated[dict[str, Any], 
     model = ((body.get("properties") or {}).get("model") or {}).get("name")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "properties.model.name is required.", code="InvalidRequestBody")
-    if resolve_base(model) is None and store_of(request).find_tuned(model) is None:
+    store = store_of(request)
+    if store.catalog.resolve(model) is None and store.find_tuned(model) is None:
         raise ApiError(
             400, f"The model '{model}' does not exist in this resource.", code="DeploymentModelNotSupported"
         )
@@ -150,7 +150,7 @@ def get_deployment(request: Request, name: str) -> dict[str, Any]:
 @serving.post("/deployments/{deployment}/chat/completions", response_model=None)
 def deployment_chat(request: Request, deployment: str, body: Annotated[dict[str, Any], Body()]) -> Any:
     model = _deployments(request).model_of(deployment)
-    if model is None and resolve_base(deployment) is not None:
+    if model is None and store_of(request).catalog.resolve(deployment) is not None:
         model = deployment  # base models are served under a deployment of their own name
     if model is None:
         raise ApiError(

@@ -23,6 +23,7 @@ from shared.datasets import service as datasets
 from shared.evals import service as evals
 from shared.providers import lifecycle
 from shared.queue import TaskName
+from shared.tunes import promote
 from shared.tunes import service as tunes
 from shared.webhooks import service as webhooks
 
@@ -73,4 +74,6 @@ def run_pass(session: Session, *, now: datetime, settings: Settings | None = Non
     idempotency.purge_expired(session, now=now)
     # Hourly per process: one model.deprecation_warning per tuned model whose base shuts down soon.
     lifecycle.warn_due_every(session)
+    # Retunes waiting for the eval that decides whether their alias moves.
+    promote.continue_waiting_every(session)
     return claimed

@@ -130,7 +130,9 @@ def retune_tune(
         provider=body.provider,
         base_model=body.base_model,
         alias=body.alias,
-        require_eval=body.require_eval,
+        require_eval=body.require_eval
+        if isinstance(body.require_eval, bool)
+        else body.require_eval.model_dump(),
     )
     response.headers["Location"] = f"/v1/tunes/{tune.id}"
     return tune_dict(tune)

@@ -3,6 +3,8 @@ when a provider stops taking jobs or a base model is about to shut down."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from shared.chat import aliases
@@ -20,7 +22,7 @@ def retune(
     provider: str | None = None,
     base_model: str | None = None,
     alias: str | None = None,
-    require_eval: bool = False,
+    require_eval: bool | dict[str, Any] = False,
 ) -> Tune:
     """Start the new tune (refused up front like any tune, e.g. at a provider past its
     cutoff); with `alias`, the alias is pointed at it once it succeeds (and, with
@@ -32,6 +34,8 @@ def retune(
             code="retune_unchanged",
             param="provider",
         )
+    if require_eval and alias is None:
+        raise InvalidInput("require_eval needs an 'alias' to move.", code="missing_alias", param="alias")
     if alias is not None and not aliases.NAME_PATTERN.match(alias):
         raise InvalidInput(f"Alias name {alias!r} is not allowed.", code="invalid_alias_name", param="alias")
     metadata = {k: v for k, v in (old.user_metadata or {}).items() if k != METADATA_KEY} or None

@@ -333,6 +333,39 @@ def test_lifecycle_warnings_and_models_flag(stack, make_key, future_api, receive
     assert event["data"]["id"] == done["id"] and event["data"]["days_left"] == 20
 
 
+def test_a_retune_moves_its_alias_only_if_it_wins_the_eval(stack, make_key, azure_sandbox) -> None:  # type: ignore[no-untyped-def]
+    http = http_for(stack.api_url, make_key())
+    add_provider(http, **azure_body("azure", azure_sandbox))
+    first = wait_tune(http, tune(http, ready_dataset(http), "sandbox").json()["id"])
+    assert first["status"] == "succeeded", first
+    gate = {"split": "train", "max_items": 12}
+    # Against the base model it replaces, the tuned model wins (it answers its training data).
+    assert http.put("/v1/aliases/doctor", json={"model": "gpt-4o-mini"}).status_code == 200
+    # Against an identical tune it cannot be strictly better: the gate keeps the alias where it is.
+    assert http.put("/v1/aliases/twin", json={"model": first["id"]}).status_code == 200
+    winner = http.post(
+        f"/v1/tunes/{first['id']}/retune", json={"provider": "azure", "alias": "doctor", "require_eval": gate}
+    )
+    twin = http.post(
+        f"/v1/tunes/{first['id']}/retune", json={"provider": "azure", "alias": "twin", "require_eval": gate}
+    )
+    assert winner.status_code == twin.status_code == 202, (winner.text, twin.text)
+
+    def settled(tune_id: str) -> dict[str, Any] | None:
+        body = http.get(f"/v1/tunes/{tune_id}").json()
+        return body if (body.get("on_success") or {}).get("state") == "done" else None
+
+    won = wait_for(lambda: settled(winner.json()["id"]), 120, what="the gated retune to settle")
+    assert won["on_success"]["moved"] is True, won
+    assert http.get("/v1/aliases/doctor").json()["targets"][0]["model"] == won["id"]
+    lost = wait_for(lambda: settled(twin.json()["id"]), 120, what="the second gated retune to settle")
+    assert lost["on_success"]["moved"] is False and lost["on_success"]["reason"] == "eval_gate_failed", lost
+    assert http.get("/v1/aliases/twin").json()["targets"][0]["model"] == first["id"]
+    assert error_code(
+        http.post(f"/v1/tunes/{first['id']}/retune", json={"provider": "azure", "require_eval": True})
+    ) == ("missing_alias")
+
+
 def test_the_canary_key_is_in_no_log_and_no_database_column(stack) -> None:  # type: ignore[no-untyped-def]
     """Runs last in this module: every provider above was created with the canary keys."""
     logs = "\n".join(p.read_text(errors="replace") for p in LOG_DIR.glob("*.log"))
