@@ -254,6 +254,8 @@ def test_cutoff_and_shutdown_are_refused_with_alternatives(
     error = refused.json()["error"]
     assert "2027-01-06" in error["message"] and "azure" in error["message"]
     assert "azure" in error["alternatives"]["providers"] and error["as_of"] == "2027-01-15"
+    assert later.get("/v1/providers/oai").json()["capabilities"]["accepts_jobs"] is False
+    assert now.get("/v1/providers/oai").json()["capabilities"]["accepts_jobs"] is True
     # gpt-4o-mini shut down on 2027-01-14 where OpenAI's dates apply (the sandbox mirrors them).
     gone = tune(later, dataset_id, "sandbox")
     assert gone.status_code == 400 and error_code(gone) == "model_shut_down", gone.text
@@ -303,6 +305,8 @@ def test_retune_from_openai_to_azure_moves_the_alias(stack, make_key, future_api
     assert azure_calls(azure_sandbox)[before:][-1]["path"] == (
         f"/openai/deployments/{second['deployment']}/chat/completions"
     )
+    # The first tune still serves from the openai account: it cannot be removed under it.
+    assert error_code(now.delete("/v1/providers/oai")) == "provider_in_use"
 
 
 def test_lifecycle_warnings_and_models_flag(stack, make_key, future_api, receiver) -> None:  # type: ignore[no-untyped-def]
