@@ -84,18 +84,19 @@ def _http(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # Postgres restarting or unreachable: a retry in a moment works, where a 500 would say "bug".
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return JSONResponse(
-        error_body(
-            "server_error",
-            "database_unavailable",
-            "The database is unavailable for a moment. Retry shortly; repeat a create with the "
-            "same Idempotency-Key so it cannot happen twice.",
-        ),
-        status_code=503,
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    return JSONResponse(*database_unavailable())
+
+
+def database_unavailable() -> tuple[dict[str, Any], int, dict[str, str]]:
+    # Postgres restarting or unreachable: a retry in a moment works, where a 500 would say "bug".
+    body = error_body(
+        "server_error",
+        "database_unavailable",
+        "The database is unavailable for a moment. Retry shortly; repeat a create with the "
+        "same Idempotency-Key so it cannot happen twice.",
     )
+    return body, 503, {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:

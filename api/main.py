@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.chat_fastpath import ChatFastPath
 from api.idempotency import IdempotencyMiddleware
 from api.routes import (
     aliases,
@@ -22,12 +23,13 @@ from api.routes import (
     webhooks,
 )
 from shared import logs
-from shared.chat import accounting, gateway
+from shared.chat import accounting, gateway, limits
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     flusher = asyncio.create_task(accounting.recorder.run())
+    limits.get_limiter().start()
     yield
     flusher.cancel()
     await gateway.close_all()
@@ -43,6 +45,8 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(IdempotencyMiddleware)
+    # Added last, so it sees requests first: chat completions skip FastAPI entirely.
+    app.add_middleware(ChatFastPath)
     for module in (health, datasets, tunes, webhooks, provider_webhooks, chat, aliases, evals, providers):
         app.include_router(module.router)
     return app

@@ -1,32 +1,17 @@
-"""The OpenAI-compatible surface frontends call with the plain `openai` SDK."""
+"""The OpenAI-compatible listing and usage routes. `POST /v1/chat/completions` itself is served
+by api/chat_fastpath.py, ahead of FastAPI."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Query
 
-from api.deps import PrincipalDep, SessionDep, bearer_token
-from shared.chat import gateway, routing, usage
+from api.deps import PrincipalDep, SessionDep
+from shared.chat import routing, usage
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
-
-
-@router.post("/chat/completions", response_model=None)
-async def chat_completions(request: Request) -> Response:
-    """Chat with an alias, a tune (id or `ft:` name) or a base model; `stream` supported."""
-    exchange = await gateway.open_exchange(
-        bearer_token(request.headers.get("authorization")), await request.body()
-    )
-    if exchange.stream:
-        return StreamingResponse(
-            exchange.events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", **exchange.headers},
-        )
-    return Response(await exchange.read(), media_type="application/json", headers=exchange.headers)
 
 
 @router.get("/models")

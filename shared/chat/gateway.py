@@ -8,15 +8,13 @@ client that did not ask for it)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
-from shared.chat import accounting, limits, lookups, routing, upstream
+from shared.chat import accounting, limits, lookups, routing, transport, upstream
 from shared.chat.lookups import Caller
 from shared.chat.routing import Route
 from shared.errors import InvalidInput, UpstreamError
@@ -46,7 +44,7 @@ class Exchange:
 
     caller: Caller
     route: Route
-    response: httpx.Response
+    response: transport.UpstreamResponse
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -55,10 +53,7 @@ class Exchange:
         return bool(self.body.get("stream"))
 
     async def read(self) -> bytes:
-        try:
-            content = await self.response.aread()
-        finally:
-            await self.response.aclose()
+        content = await self.response.read()
         usage, message = None, None
         try:
             data = orjson.loads(content)
@@ -75,7 +70,7 @@ class Exchange:
         wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
         reader = upstream.EventReader(keep_usage=wants_usage, collect_text=self.route.log_requests)
         try:
-            async for chunk in self.response.aiter_raw():
+            async for chunk in self.response.chunks():
                 out = reader.feed(chunk)
                 if out:
                     yield out
@@ -83,7 +78,7 @@ class Exchange:
             if rest:
                 yield rest
         finally:
-            await self.response.aclose()
+            self.response.close()
             message = {"role": "assistant", "content": reader.text} if self.route.log_requests else None
             self._account(reader.usage, message)
 
@@ -103,21 +98,15 @@ class Exchange:
 async def open_exchange(token: str | None, raw: bytes) -> Exchange:
     """Everything up to the upstream's status line; raises a DomainError for the client."""
     body = parse(raw)
-    caller = lookups.cached_caller(token) if token else None
-    if caller is None:
-        caller = await asyncio.to_thread(lookups.load_caller, token)
+    caller = await lookups.caller_for(token)
     admission = await limits.get_limiter().admit(caller)
-    model = body["model"]
     # A Tuneforge field (which provider serves a base model), never sent upstream.
     provider = body.pop("provider", None)
     if provider is not None and (not isinstance(provider, str) or not provider):
         raise InvalidInput("'provider' must be a provider name.", code="invalid_provider", param="provider")
-    key = f"{model}\0{provider}" if provider else model
-    resolution = lookups.cached_resolution(caller.project_id, key, admission.generation)
-    if resolution is None:
-        resolution = await asyncio.to_thread(
-            lookups.load_resolution, caller.project_id, model, admission.generation, provider
-        )
+    resolution = await lookups.resolution_for(
+        caller.project_id, body["model"], admission.generation, provider
+    )
     user = body.get("user")
     route = routing.pick(resolution, user if isinstance(user, str) else None)
     upstream_body = {**body, "model": route.upstream_model}
@@ -128,12 +117,8 @@ async def open_exchange(token: str | None, raw: bytes) -> Exchange:
             "include_usage": True,
         }
     response = await upstream.send(route.provider, upstream_body)
-    if response.status_code >= 400:
-        try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
-        raise upstream.error_for(response.status_code, content, response.headers)
+    if response.status >= 400:
+        raise upstream.error_for(response.status, await response.read(), response.headers)
     headers = {**admission.headers, "x-tuneforge-model": route.upstream_model}
     if route.alias:
         headers["x-tuneforge-alias"] = route.alias

@@ -1,15 +1,22 @@
-"""Per-key requests and tokens per minute, in Redis so every API process shares them.
+"""Per-key requests and tokens per minute, in Redis so every API process shares them, at no
+Redis round trip on most requests.
 
-One Redis round trip per request: a script counts the request (unless it is refused), reads the
-tokens already used this minute and the project's alias generation (see lookups). Tokens are
-known only when the answer is done, so they are added afterwards and a key may overshoot its
-token limit by the requests already in flight, as OpenAI's own limits do. Windows are fixed
-calendar minutes. Without Redis (the embedded default: one API process) the same counting
-runs in this process."""
+Requests: a process takes a *lease* of a key's requests from Redis (one atomic script that
+never grants past the limit) and admits locally until the lease is used up; a lease is at most
+1/50 of the limit, so a limit of 3 is checked in Redis on every request and a limit of a
+million once per thousand. The limit is never exceeded; a lease left over when the minute ends
+is simply not used. Tokens are known only when an answer is done: each process adds its tokens
+to Redis and reads the key's total every SYNC_SECONDS, so a key may overshoot its token limit by
+what is in flight and unsynced, as OpenAI's own limits do. Windows are fixed calendar minutes.
+
+Alias changes reach every process through Redis pub/sub (lookups.py). Without Redis (the
+embedded default: one API process) the same counting runs in this process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,22 +29,22 @@ from shared.chat.lookups import Caller
 from shared.config import get_settings
 from shared.errors import RateLimited
 
-WINDOW_SECONDS = 60
+log = logging.getLogger(__name__)
 
-# KEYS: requests counter, tokens counter, project generation. ARGV: requests limit (0 = none).
-# Returns the requests counted this window (0 when unlimited), tokens used, and the generation;
-# a refused request is taken back out, so a client hammering a full window does not extend it.
-_CHECK = """
+WINDOW_SECONDS = 60
+SYNC_SECONDS = 0.1
+LEASE_SHARE = 50
+MAX_LEASE = 1000
+
+# KEYS[1]: the key's requests this window. ARGV: limit, wanted. Returns {granted, count after}.
+_LEASE = """
 local limit = tonumber(ARGV[1])
-local used = 0
-if limit > 0 then
-  used = redis.call('INCR', KEYS[1])
-  if used == 1 then redis.call('EXPIRE', KEYS[1], 120) end
-  if used > limit then redis.call('DECR', KEYS[1]) end
-end
-local tokens = tonumber(redis.call('GET', KEYS[2]) or '0')
-local generation = tonumber(redis.call('GET', KEYS[3]) or '0')
-return {used, tokens, generation}
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local grant = math.min(tonumber(ARGV[2]), limit - used)
+if grant <= 0 then return {0, used} end
+used = redis.call('INCRBY', KEYS[1], grant)
+if used == grant then redis.call('EXPIRE', KEYS[1], 120) end
+return {grant, used}
 """
 
 
@@ -47,119 +54,199 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _keys(key_id: str, window: int) -> tuple[str, str]:
-    return f"tuneforge:rl:{key_id}:{window}:r", f"tuneforge:rl:{key_id}:{window}:t"
+@dataclass
+class _Window:
+    """One key's minute as this process sees it."""
+
+    window: int
+    leased: int = 0  # requests this process took from Redis
+    used: int = 0  # of those, admitted
+    counted: int = 0  # the key's requests in Redis after this process's last lease
+    tokens_synced: int = 0  # the key's tokens in Redis at the last sync
+    tokens_unsynced: int = 0  # this process's tokens not yet added there
+    tracks_tokens: bool = False  # the key has a token limit: sync its total even when idle here
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def requests_counted(self) -> int:
+        return self.counted - (self.leased - self.used)
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_synced + self.tokens_unsynced
 
 
-def _reset(now: float) -> str:
-    seconds = max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
-    return f"{seconds}s"
+def _seconds_left(now: float) -> int:
+    return max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
 
 
-def _decide(caller: Caller, used: int, tokens: int, now: float) -> dict[str, str]:
-    """The x-ratelimit-* headers OpenAI clients know; raises RateLimited past either limit."""
+def _headers(caller: Caller, requests: int, tokens: int, now: float) -> dict[str, str]:
+    """The x-ratelimit-* headers OpenAI clients know."""
     headers: dict[str, str] = {}
-    reset = _reset(now)
-    retry_after = max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
-    rpm, tpm = caller.requests_per_minute, caller.tokens_per_minute
-    if rpm:
-        headers |= {
-            "x-ratelimit-limit-requests": str(rpm),
-            "x-ratelimit-remaining-requests": str(max(0, rpm - used)),
-            "x-ratelimit-reset-requests": reset,
-        }
-    if tpm:
-        headers |= {
-            "x-ratelimit-limit-tokens": str(tpm),
-            "x-ratelimit-remaining-tokens": str(max(0, tpm - tokens)),
-            "x-ratelimit-reset-tokens": reset,
-        }
-    if rpm and used > rpm:
-        raise RateLimited(
-            f"Rate limit reached for this key: {rpm} requests per minute. Retry after "
-            f"{retry_after} s, or ask the operator for a higher limit.",
-            code="rate_limit_exceeded",
-            retry_after=retry_after,
-            headers=headers,
-        )
-    if tpm and tokens >= tpm:
-        raise RateLimited(
-            f"Rate limit reached for this key: {tpm} tokens per minute ({tokens} used). Retry after "
-            f"{retry_after} s, or ask the operator for a higher limit.",
-            code="rate_limit_exceeded",
-            retry_after=retry_after,
-            headers=headers,
-        )
+    reset = f"{_seconds_left(now)}s"
+    if caller.requests_per_minute:
+        headers["x-ratelimit-limit-requests"] = str(caller.requests_per_minute)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, caller.requests_per_minute - requests))
+        headers["x-ratelimit-reset-requests"] = reset
+    if caller.tokens_per_minute:
+        headers["x-ratelimit-limit-tokens"] = str(caller.tokens_per_minute)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, caller.tokens_per_minute - tokens))
+        headers["x-ratelimit-reset-tokens"] = reset
     return headers
 
 
-class RedisLimiter:
-    def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url)
-        self._check = self._redis.register_script(_CHECK)
-        self._pending: set[asyncio.Task[None]] = set()
-
-    async def admit(self, caller: Caller) -> Admission:
-        now = time.time()
-        requests_key, tokens_key = _keys(caller.key_id, int(now // WINDOW_SECONDS))
-        used, tokens, generation = await self._check(
-            keys=[requests_key, tokens_key, lookups.generation_key(caller.project_id)],
-            args=[caller.requests_per_minute or 0],
-        )
-        return Admission(generation=int(generation), headers=_decide(caller, int(used), int(tokens), now))
-
-    def add_tokens(self, caller: Caller, tokens: int) -> None:
-        if not caller.tokens_per_minute or tokens <= 0:
-            return
-        task = asyncio.get_running_loop().create_task(self._add(caller.key_id, tokens))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _add(self, key_id: str, tokens: int) -> None:
-        _, tokens_key = _keys(key_id, int(time.time() // WINDOW_SECONDS))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.incrby(tokens_key, tokens)
-            pipe.expire(tokens_key, 120)
-            await pipe.execute()
-
-    async def close(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-        await self._redis.aclose()
+def _refuse(what: str, caller: Caller, requests: int, tokens: int, now: float) -> RateLimited:
+    limit = caller.requests_per_minute if what == "requests" else caller.tokens_per_minute
+    return RateLimited(
+        f"Rate limit reached for this key: {limit} {what} per minute. Retry after "
+        f"{_seconds_left(now)} s, or ask the operator for a higher limit.",
+        code="rate_limit_exceeded",
+        retry_after=_seconds_left(now),
+        headers=_headers(caller, requests, tokens, now),
+    )
 
 
-class LocalLimiter:
-    """The same windows in this process, for a deployment without Redis (one API process)."""
-
+class _Counting:
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, int], list[int]] = {}
+        self._windows: dict[str, _Window] = {}
 
-    def _window(self, key_id: str, now: float) -> list[int]:
+    def _window(self, key_id: str, now: float) -> _Window:
         window = int(now // WINDOW_SECONDS)
-        counts = self._counts.get((key_id, window))
-        if counts is None:
-            self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
-            counts = self._counts[(key_id, window)] = [0, 0]
-        return counts
-
-    async def admit(self, caller: Caller) -> Admission:
-        now = time.time()
-        counts = self._window(caller.key_id, now)
-        used = 0
-        if caller.requests_per_minute:
-            counts[0] += 1
-            used = counts[0]
-        try:
-            headers = _decide(caller, used, counts[1], now)
-        except RateLimited:
-            if caller.requests_per_minute:
-                counts[0] -= 1
-            raise
-        return Admission(generation=lookups.local_generation(caller.project_id), headers=headers)
+        state = self._windows.get(key_id)
+        if state is None or state.window != window:
+            if state is None and len(self._windows) > 100_000:
+                self._windows = {k: v for k, v in self._windows.items() if v.window == window}
+            state = self._windows[key_id] = _Window(window)
+        return state
 
     def add_tokens(self, caller: Caller, tokens: int) -> None:
         if caller.tokens_per_minute and tokens > 0:
-            self._window(caller.key_id, time.time())[1] += tokens
+            self._window(caller.key_id, time.time()).tokens_unsynced += tokens
+
+    def _check_tokens(self, caller: Caller, state: _Window, now: float) -> None:
+        """Checked before the request is counted, so a refused request uses no request quota."""
+        if caller.tokens_per_minute:
+            state.tracks_tokens = True
+            if state.tokens >= caller.tokens_per_minute:
+                raise _refuse("tokens", caller, state.requests_counted, state.tokens, now)
+
+
+class RedisLimiter(_Counting):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._redis = aioredis.Redis.from_url(url)
+        self._lease = self._redis.register_script(_LEASE)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._sync_forever()), loop.create_task(self._listen_forever())]
+
+    async def admit(self, caller: Caller) -> Admission:
+        self.start()
+        now = time.time()
+        state = self._window(caller.key_id, now)
+        self._check_tokens(caller, state, now)
+        rpm = caller.requests_per_minute
+        if rpm:
+            if state.used >= state.leased:
+                await self._take_lease(caller, state, rpm, now)
+            state.used += 1
+        return Admission(
+            generation=lookups.local_generation(caller.project_id),
+            headers=_headers(caller, state.requests_counted, state.tokens, now),
+        )
+
+    async def _take_lease(self, caller: Caller, state: _Window, rpm: int, now: float) -> None:
+        async with state.lock:
+            if state.used < state.leased:
+                return  # another request of this key leased meanwhile
+            wanted = max(1, min(rpm // LEASE_SHARE, MAX_LEASE))
+            key = f"tuneforge:rl:{caller.key_id}:{state.window}:r"
+            try:
+                granted, counted = await self._lease(keys=[key], args=[rpm, wanted])
+            except aioredis.RedisError as exc:
+                # Limits are a guard, not the product: with Redis away, chat keeps working.
+                log.warning("rate limits unavailable, admitting without them: %s", exc)
+                state.leased += 1
+                return
+            state.counted = int(counted)
+            if int(granted) <= 0:
+                raise _refuse("requests", caller, state.counted, state.tokens, now)
+            state.leased += int(granted)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_SECONDS)
+            try:
+                await self._sync()
+            except aioredis.RedisError as exc:
+                log.warning("token counts not synced with Redis: %s", exc)
+
+    async def _sync(self) -> None:
+        current = int(time.time() // WINDOW_SECONDS)
+        states = [(k, s) for k, s in self._windows.items() if s.window == current and s.tracks_tokens]
+        if not states:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            sent = []
+            for key_id, state in states:
+                key = f"tuneforge:rl:{key_id}:{state.window}:t"
+                sent.append(state.tokens_unsynced)
+                pipe.incrby(key, state.tokens_unsynced)
+                pipe.expire(key, 120)
+            results = await pipe.execute()
+        for (_, state), added, total in zip(states, sent, results[::2], strict=True):
+            # Tokens added while the pipeline was out stay unsynced for the next round.
+            state.tokens_unsynced -= added
+            state.tokens_synced = int(total)
+
+    async def _listen_forever(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(lookups.GENERATION_CHANNEL)
+                    # Changes published while this process was not listening are unknown.
+                    lookups.forget_resolutions()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            lookups.note_change(message["data"].decode())
+            except aioredis.RedisError as exc:
+                log.warning("alias change feed lost, reconnecting: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(aioredis.RedisError):
+            await self._sync()
+        await self._redis.aclose()
+
+
+class LocalLimiter(_Counting):
+    """The same windows in this process, for a deployment without Redis (one API process)."""
+
+    def start(self) -> None:
+        return None
+
+    async def admit(self, caller: Caller) -> Admission:
+        now = time.time()
+        state = self._window(caller.key_id, now)
+        self._check_tokens(caller, state, now)
+        if caller.requests_per_minute:
+            if state.used >= caller.requests_per_minute:
+                raise _refuse("requests", caller, state.used, state.tokens, now)
+            state.used += 1
+            state.leased = state.counted = state.used
+        return Admission(
+            generation=lookups.local_generation(caller.project_id),
+            headers=_headers(caller, state.used, state.tokens, now),
+        )
 
     async def close(self) -> None:
         return None

@@ -2,16 +2,22 @@
 database round trip once warm (DESIGN.md §10).
 
 An alias change must be seen by the very next request in every API process, so resolved models
-carry the project's *generation*: a counter in Redis (or in this process when there is no
-Redis) that alias writes bump after they commit. The gateway reads it in the same Redis call as
-the rate limits and drops any entry cached under an older generation. Keys and tunes change
-rarely and are only bounded by `chat_cache_seconds`."""
+carry their project's *generation*, a per-process counter: a write bumps it in its own process
+after it commits and publishes the change on Redis (GENERATION_CHANNEL), where every other API
+process listens (limits.py) and bumps its own; an entry cached under an older generation is not
+used. Keys and tunes change rarely and are only bounded by `chat_cache_seconds`.
+
+Concurrent misses of one entry share one database lookup (a burst of requests after an entry
+expires must not become a burst of queries)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, TypeVar
 
 import redis
 from sqlalchemy.orm import Session
@@ -22,6 +28,7 @@ from shared.config import get_settings
 from shared.models import ApiKey
 
 _MAX_ENTRIES = 10_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,8 +39,7 @@ class Caller:
     tokens_per_minute: int | None
 
 
-def generation_key(project_id: str) -> str:
-    return f"tuneforge:chat:generation:{project_id}"
+GENERATION_CHANNEL = "tuneforge:chat:changes"
 
 
 _callers: dict[str, tuple[Caller, float]] = {}
@@ -98,11 +104,69 @@ def invalidate_after_commit(session: Session, project_id: str) -> None:
     db.after_commit(session, lambda: _bump(project_id))
 
 
-def _bump(project_id: str) -> None:
+def note_change(project_id: str) -> None:
     _local_generations[project_id] = _local_generations.get(project_id, 0) + 1
+
+
+def forget_resolutions() -> None:
+    _resolutions.clear()
+
+
+def _bump(project_id: str) -> None:
+    note_change(project_id)
     client = _redis()
     if client is not None:
-        client.incr(generation_key(project_id))
+        client.publish(GENERATION_CHANNEL, project_id)
+
+
+_in_flight: dict[object, asyncio.Future[Any]] = {}
+
+
+async def _once(key: object, load: Callable[[], T]) -> T:
+    """Run `load` in a thread, once for all concurrent callers with the same key."""
+    while (pending := _in_flight.get(key)) is not None:
+        try:
+            return await asyncio.shield(pending)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            if not pending.cancelled():
+                raise  # this request was cancelled
+            # The request doing the lookup was cancelled (its client left): look up again.
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    _in_flight[key] = future
+    try:
+        result = await asyncio.to_thread(load)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+        raise
+    else:
+        future.set_result(result)
+        return result
+    finally:
+        _in_flight.pop(key, None)
+
+
+async def caller_for(token: str | None) -> Caller:
+    caller = cached_caller(token) if token else None
+    if caller is not None:
+        return caller
+    return await _once(("key", token), lambda: load_caller(token))
+
+
+async def resolution_for(
+    project_id: str, model: str, generation: int, provider: str | None = None
+) -> routing.Resolution:
+    key = f"{model}\0{provider}" if provider else model
+    resolution = cached_resolution(project_id, key, generation)
+    if resolution is not None:
+        return resolution
+    return await _once(
+        ("model", project_id, key, generation),
+        lambda: load_resolution(project_id, model, generation, provider),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""Talking to the provider: one pooled async HTTP client per base URL, OpenAI-shaped errors for
+"""Talking to the provider over the pooled client in transport.py, OpenAI-shaped errors for
 whatever the upstream answers, and a server-sent-events reader that finds the usage chunk."""
 
 from __future__ import annotations
@@ -6,52 +6,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from shared import providers
-from shared.config import get_settings
+from shared.chat import transport
 from shared.errors import DomainError, NotFound, UpstreamError
 
-_clients: dict[str, httpx.AsyncClient] = {}
 
-
-def _client(base_url: str) -> httpx.AsyncClient:
-    client = _clients.get(base_url)
-    if client is None or client.is_closed:
-        settings = get_settings()
-        client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            timeout=httpx.Timeout(settings.chat_upstream_timeout_seconds, connect=5.0),
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=settings.chat_upstream_max_connections,
-                max_keepalive_connections=settings.chat_upstream_max_connections,
-            ),
-        )
-        _clients[base_url] = client
-    return client
-
-
-async def send(provider: providers.Provider, body: dict[str, Any]) -> httpx.Response:
+async def send(provider: providers.Provider, body: dict[str, Any]) -> transport.UpstreamResponse:
     """Start the request and return at the status line; the caller reads and closes the body."""
-    client = _client(provider.base_url)
-    request = client.build_request(
-        "POST",
-        provider.chat_path(body["model"]),
-        params=provider.chat_query(),
-        content=orjson.dumps(body),
-        headers={**provider.auth_headers(), "Content-Type": "application/json"},
-    )
     try:
-        return await client.send(request, stream=True)
-    except httpx.TimeoutException as exc:
+        return await transport.post(
+            provider.base_url,
+            provider.chat_path(body["model"]),
+            orjson.dumps(body),
+            {**provider.auth_headers(), "Content-Type": "application/json"},
+            params=provider.chat_query() or None,
+        )
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamError(
             f"The model provider did not answer in time ({type(exc).__name__}). Retry shortly.",
             status=504,
             code="upstream_timeout",
         ) from None
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         raise UpstreamError(
             f"The model provider could not be reached ({type(exc).__name__}). Retry shortly.",
             status=502,
@@ -174,6 +153,4 @@ def _data(event: bytes) -> Any:
 
 
 async def close_all() -> None:
-    for client in list(_clients.values()):
-        await client.aclose()
-    _clients.clear()
+    await transport.close_all()
