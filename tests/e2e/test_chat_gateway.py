@@ -249,3 +249,23 @@ def test_a_client_that_hangs_up_cancels_the_upstream_stream(stack, make_key) -> 
     # upstream connection when the client leaves makes it end cut rather than complete.
     wait_for(lambda: streams()["cut"] > before["cut"], 10, what="the upstream stream to be cut")
     assert streams()["completed"] == before["completed"]
+
+
+def test_an_alias_change_reaches_another_api_process_at_once(stack, make_key, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import TEST_ENV
+    from tests.support.procs import Proc, free_port, wait_http
+
+    port = free_port()
+    second = Proc("api-second", ["api", "--port", str(port)], TEST_ENV, tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", second)
+        key = make_key()
+        admin = client(stack.api_url, key)
+        other = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        for target in ("gpt-4o-mini", "gpt-4.1-mini", "gpt-4o-mini", "gpt-4.1-mini"):
+            # The change is written through the first process; the second has the old route cached.
+            assert admin.put("/v1/aliases/frontline", json={"model": target}).status_code == 200
+            answer = other.chat.completions.create(model="frontline", messages=QUESTION)
+            assert answer.model.startswith(target), (target, answer.model)
+    finally:
+        second.stop()
