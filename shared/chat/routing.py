@@ -68,9 +68,21 @@ def resolve_target(session: Session, *, project_id: str, model: str, provider: s
         try:
             base = pricing.resolve_model(model)
         except DomainError:
-            raise _model_not_found(model) from None
-        chosen = providers.resolve(provider, session=session, project_id=project_id)
-        return Route(provider=chosen, upstream_model=base.name, priced_as=base.name)
+            # Not a catalog model: a tuned model named the provider's way (Azure:
+            # `<base>.ft-<id>`), or the deployment that serves it.
+            tune = session.scalar(
+                select(Tune)
+                .where(
+                    Tune.project_id == project_id,
+                    (Tune.fine_tuned_model == model) | (Tune.deployment == model),
+                )
+                .limit(1)
+            )
+            if tune is None:
+                raise _model_not_found(model) from None
+        else:
+            chosen = providers.resolve(provider, session=session, project_id=project_id)
+            return Route(provider=chosen, upstream_model=base.name, priced_as=base.name)
     if tune is None or tune.status != states.SUCCEEDED or not tune.fine_tuned_model:
         raise _model_not_found(model)
     return Route(
@@ -78,7 +90,10 @@ def resolve_target(session: Session, *, project_id: str, model: str, provider: s
         # Azure serves a tuned model under its deployment's name.
         upstream_model=tune.deployment or tune.fine_tuned_model,
         tune_id=tune.id,
-        priced_as=tune.fine_tuned_model,
+        # Fine-tuned prices of the base model, whatever the provider calls the tuned one.
+        priced_as=tune.fine_tuned_model
+        if tune.fine_tuned_model.startswith("ft:")
+        else f"ft:{tune.base_model}",
     )
 
 
