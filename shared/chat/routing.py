@@ -69,14 +69,9 @@ def resolve_target(session: Session, *, project_id: str, model: str, provider: s
             base = pricing.resolve_model(model)
         except DomainError:
             # Not a catalog model: a tuned model named the provider's way (Azure:
-            # `<base>.ft-<id>`), or the deployment that serves it.
+            # `<base>.ft-<id>`); `ix_tune_fine_tuned_model` keeps a bogus name one index probe.
             tune = session.scalar(
-                select(Tune)
-                .where(
-                    Tune.project_id == project_id,
-                    (Tune.fine_tuned_model == model) | (Tune.deployment == model),
-                )
-                .limit(1)
+                select(Tune).where(Tune.project_id == project_id, Tune.fine_tuned_model == model).limit(1)
             )
             if tune is None:
                 raise _model_not_found(model) from None

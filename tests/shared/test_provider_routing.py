@@ -1,5 +1,5 @@
 """Chat routing for tunes on provider accounts, on the database: a tuned model named the
-provider's way (Azure's `<base>.ft-<id>`) is found by that name or its deployment, served
+provider's way (Azure's `<base>.ft-<id>`) is found by that name, served
 under the deployment, and priced as a fine-tune of its base."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_an_azure_named_tune_routes_to_its_deployment(database) -> None:  # type
     with session_scope() as session:
         project = auth.get_or_create_project(session, f"routing-{uuid.uuid4().hex[:8]}")
         tune = _azure_tune(session, project.id)
-        for name in (tune.id, tune.fine_tuned_model, "tune-medqa"):
+        for name in (tune.id, tune.fine_tuned_model):
             route = routing.resolve_target(session, project_id=project.id, model=name)
             assert route.tune_id == tune.id and route.upstream_model == "tune-medqa"
             assert route.provider.kind == "azure_openai" and route.provider.api_key == "azure-key-0123456789"
