@@ -195,7 +195,6 @@ def eval_dict(row: Eval, *, done: int | None = None) -> dict[str, Any]:
 
 def progress(session: Session, row: Eval) -> int:
     """Items whose every model has answered."""
-    count = 0
     answered: dict[int, int] = {}
     slots = {str(i) for i in range(len(row.models))}
     for position, slot in session.execute(
@@ -203,8 +202,7 @@ def progress(session: Session, row: Eval) -> int:
     ):
         if slot in slots:
             answered[position] = answered.get(position, 0) + 1
-    count = sum(1 for n in answered.values() if n == len(slots))
-    return count
+    return sum(1 for n in answered.values() if n == len(slots))
 
 
 def items_table(
