@@ -76,7 +76,7 @@ def resolve(name: str | None, *, session: Session | None = None, project_id: str
         return from_account(account)
     if name is None or name in BUILTIN_NAMES:
         return builtin(name or "default")
-    known = list(BUILTIN_NAMES[:1] if not get_settings().uses_sandbox else ("sandbox",))
+    known = [default_name()]
     if session is not None and project_id is not None:
         known += list(
             session.scalars(select(ProviderAccount.name).where(ProviderAccount.project_id == project_id))

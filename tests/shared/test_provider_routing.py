@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import uuid
 
-from shared import auth, pricing
+import pytest
+
+from shared import auth, pricing, providers
 from shared.chat import routing
 from shared.db import session_scope
+from shared.errors import InvalidInput
 from shared.ids import new_id
 from shared.models import Dataset, Tune
 from shared.providers import accounts
@@ -63,3 +66,20 @@ def test_an_azure_named_tune_routes_to_its_deployment(database) -> None:  # type
         entry = listed[tune.fine_tuned_model]
         assert entry["provider"] == "azure" and entry["shutdown_date"] is None
         assert entry["deprecation_warning"] is False
+
+
+def test_an_unknown_provider_names_the_ones_the_project_has(database) -> None:  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        project = auth.get_or_create_project(session, f"routing-{uuid.uuid4().hex[:8]}")
+        _azure_tune(session, project.id)
+        with pytest.raises(InvalidInput) as caught:
+            providers.resolve("azur", session=session, project_id=project.id)
+        assert caught.value.code == "unknown_provider"
+        assert "azure" in caught.value.message and "sandbox" in caught.value.message
+        # Another project's account is not reachable by name, nor by id.
+        other = auth.get_or_create_project(session, f"routing-{uuid.uuid4().hex[:8]}")
+        account_id = providers.resolve("azure", session=session, project_id=project.id).account_id
+        with pytest.raises(InvalidInput):
+            providers.resolve("azure", session=session, project_id=other.id)
+        with pytest.raises(InvalidInput):
+            providers.resolve(account_id, session=session, project_id=other.id)
