@@ -6,7 +6,8 @@ Data plane: the same files, fine-tuning and models API under `/openai/…`, auth
 served by whatever model that deployment holds. Management plane: the deployment step a tuned
 model needs before it serves, `PUT`/`GET /subscriptions/…/Microsoft.CognitiveServices/accounts/
 {resource}/deployments/{name}` with a bearer token; a new deployment reports `Creating` and is
-`Succeeded` from the next read, so a client has to come back for it, as with Azure.
+`Succeeded` from the next read, so a client has to come back for it, as with Azure. Tokens for
+it come from a stand-in of Entra ID's client-credentials grant (`POST /{tenant}/oauth2/v2.0/token`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sandbox import chat, files, jobs, models
+from sandbox import chat, files, ids, jobs, models
 from sandbox.errors import ApiError
 from sandbox.store import store_of
 
@@ -36,6 +38,9 @@ class Deployments:
         self._items: dict[str, dict[str, Any]] = {}
         # What data-plane calls looked like, so tests can see the URL shape and the auth used.
         self.calls: list[dict[str, Any]] = []
+        # Management calls, and whether their bearer was a token this sandbox issued.
+        self.management_calls: list[dict[str, Any]] = []
+        self.issued: set[str] = set()
 
     def put(self, name: str, model: str, sku: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -88,7 +93,14 @@ class AzureAuthMiddleware:
                     }
                 )
                 del deployments.calls[:-500]
-        elif not headers.get("authorization", "").lower().startswith("bearer "):
+        elif headers.get("authorization", "").lower().startswith("bearer "):
+            deployments = scope["app"].state.deployments
+            token = headers["authorization"][7:].strip()
+            deployments.management_calls.append(
+                {"method": scope["method"], "path": path, "issued_token": token in deployments.issued}
+            )
+            del deployments.management_calls[:-500]
+        else:
             error = ApiError(
                 401, "Authentication failed: the request has no bearer token.", code="AuthenticationFailed"
             )
@@ -162,15 +174,44 @@ def deployment_chat(request: Request, deployment: str, body: Annotated[dict[str,
     return chat.create_chat_completion(request, {**body, "model": model})
 
 
+token_issuer = APIRouter()
+
+
+@token_issuer.post("/{tenant}/oauth2/v2.0/token")
+async def issue_token(request: Request, tenant: str) -> Any:
+    """Entra ID's client-credentials grant, for the management plane's scope."""
+    form = await request.form()
+    wanted = (
+        form.get("grant_type") == "client_credentials" and form.get("client_id") and form.get("client_secret")
+    )
+    if not wanted or not str(form.get("scope", "")).endswith("/.default"):
+        return JSONResponse(
+            {
+                "error": "invalid_request",
+                "error_description": "client_credentials with a .default scope required",
+            },
+            status_code=400,
+        )
+    token = f"sandbox-arm-{tenant}-{ids.random_token(24)}"
+    _deployments(request).issued.add(token)
+    return {"token_type": "Bearer", "expires_in": 3599, "access_token": token}
+
+
 def install(app: FastAPI) -> None:
     app.state.deployments = Deployments()
     for module in (files, jobs, models):
         app.include_router(module.router, prefix=DATA_PREFIX)
     app.include_router(serving)
     app.include_router(management)
+    app.include_router(token_issuer)
 
     @app.get("/sandbox/azure/calls")
     def calls() -> dict[str, Any]:
-        return {"object": "list", "data": list(app.state.deployments.calls)}
+        deployments = app.state.deployments
+        return {
+            "object": "list",
+            "data": list(deployments.calls),
+            "management": list(deployments.management_calls),
+        }
 
     app.add_middleware(AzureAuthMiddleware)

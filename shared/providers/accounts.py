@@ -33,7 +33,18 @@ from shared.webhooks.ssrf import is_public
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_KEY_CHARS = 4096
 OPTION_KEYS = {
-    AZURE: {"management_url", "subscription_id", "resource_group", "resource_name", "sku", "capacity"},
+    AZURE: {
+        "management_url",
+        "subscription_id",
+        "resource_group",
+        "resource_name",
+        "sku",
+        "capacity",
+        # A service principal (management_key is then its secret), for tokens that outlive an hour.
+        "tenant_id",
+        "client_id",
+        "authority_url",
+    },
 }
 
 
@@ -270,8 +281,9 @@ def _check_options(kind: str, options: dict[str, Any] | None) -> dict[str, Any]:
                 raise InvalidInput("options.capacity must be 1 to 10000.", code="invalid_provider_options")
         elif not isinstance(value, str) or not 0 < len(value) <= 500:
             raise InvalidInput(f"options.{key} must be a short string.", code="invalid_provider_options")
-    if "management_url" in options:
-        options["management_url"] = _check_url(options["management_url"], "options.management_url")
+    for url_option in ("management_url", "authority_url"):
+        if url_option in options:
+            options[url_option] = _check_url(options[url_option], f"options.{url_option}")
     return options
 
 

@@ -10,7 +10,9 @@ sandbox emulates it (`tuneforge sandbox --flavor azure`)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,8 +29,12 @@ from shared.providers.base import AZURE, Provider
 CONNECT_TIMEOUT = 5.0
 MANAGEMENT_URL = "https://management.azure.com"
 MANAGEMENT_API_VERSION = "2024-10-01"
+MANAGEMENT_SCOPE = "https://management.azure.com/.default"
+AUTHORITY_URL = "https://login.microsoftonline.com"
 DEPLOYMENT_OPTIONS = ("subscription_id", "resource_group", "resource_name")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# (authority, tenant, client, secret digest) -> (token, monotonic expiry)
+_tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
 
 @lru_cache(maxsize=64)
@@ -90,7 +96,7 @@ def deploy(provider: Provider, *, deployment: str, model: str) -> DeploymentStat
     """Make sure `deployment` serves `model` and report its state; safe to repeat (a PUT of the
     same deployment is idempotent, and an existing one is only read)."""
     url = _deployment_url(provider, deployment)
-    headers = {"Authorization": f"Bearer {provider.management_key or ''}"}
+    headers = {"Authorization": f"Bearer {management_token(provider)}"}
     params = {"api-version": provider.option("management_api_version", MANAGEMENT_API_VERSION)}
     body = {
         "sku": {"name": provider.option("sku", "standard"), "capacity": int(provider.option("capacity", 1))},
@@ -113,6 +119,46 @@ def deploy(provider: Provider, *, deployment: str, model: str) -> DeploymentStat
     if deployed and deployed != model:
         raise DeploymentRefused(f"deployment {deployment!r} already exists for another model ({deployed})")
     return DeploymentState(state=str(properties.get("provisioningState") or "Creating"))
+
+
+def management_token(provider: Provider) -> str:
+    """The management plane's bearer token. With `tenant_id` and `client_id` options the
+    account's `management_key` is a service principal's secret, exchanged for a token by the
+    client-credentials flow (Entra ID tokens last about an hour; cached until shortly before
+    they expire); otherwise `management_key` is itself the token."""
+    secret = provider.management_key or ""
+    tenant, client_id = provider.option("tenant_id"), provider.option("client_id")
+    if not (tenant and client_id):
+        return secret
+    authority = str(provider.option("authority_url") or AUTHORITY_URL).rstrip("/")
+    cache_key = (authority, str(tenant), str(client_id), hashlib.sha256(secret.encode()).hexdigest())
+    cached = _tokens.get(cache_key)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    try:
+        response = httpx.post(
+            f"{authority}/{quote(str(tenant), safe='')}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": str(client_id),
+                "client_secret": secret,
+                "scope": MANAGEMENT_SCOPE,
+            },
+            timeout=httpx.Timeout(30.0, connect=CONNECT_TIMEOUT),
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        raise DeploymentUnavailable(f"{type(exc).__name__} reaching the token endpoint") from None
+    if response.status_code >= 500 or response.status_code == 429:
+        raise DeploymentUnavailable(f"the token endpoint answered {response.status_code}")
+    token = _json(response).get("access_token")
+    if response.status_code >= 400 or not isinstance(token, str):
+        # Entra's error_description names the problem (wrong secret, unknown client), never the secret.
+        detail = str(_json(response).get("error_description") or response.status_code)[:300]
+        raise DeploymentRefused(f"the token endpoint refused the service principal: {detail}")
+    lifetime = float(_json(response).get("expires_in") or 300)
+    _tokens[cache_key] = (token, time.monotonic() + max(lifetime - 120, 30))
+    return token
 
 
 def _deployment_url(provider: Provider, deployment: str) -> str:

@@ -81,7 +81,10 @@ def add_provider(http: httpx.Client, **body: Any) -> dict[str, Any]:
     return response.json()
 
 
-def azure_body(name: str, azure_url: str) -> dict[str, Any]:
+def azure_body(name: str, azure_url: str, *, principal: bool = False) -> dict[str, Any]:
+    """An Azure account; with `principal`, management_key is a service principal's secret that
+    Tuneforge exchanges for tokens, else it is the management token itself."""
+    signin = {"tenant_id": "tenant-1", "client_id": "app-1", "authority_url": azure_url} if principal else {}
     return {
         "name": name,
         "kind": "azure_openai",
@@ -93,6 +96,7 @@ def azure_body(name: str, azure_url: str) -> dict[str, Any]:
             "subscription_id": "sub-1",
             "resource_group": "rg-1",
             "resource_name": "res-1",
+            **signin,
         },
     }
 
@@ -114,6 +118,11 @@ def error_code(response: httpx.Response) -> str:
 
 def azure_calls(azure_url: str) -> list[dict[str, Any]]:
     return list(httpx.get(f"{azure_url}/sandbox/azure/calls").json()["data"])
+
+
+def management_calls(azure_url: str, deployment: str) -> list[dict[str, Any]]:
+    calls = httpx.get(f"{azure_url}/sandbox/azure/calls").json()["management"]
+    return [c for c in calls if c["path"].endswith(f"/deployments/{deployment}")]
 
 
 def test_provider_accounts_crud_and_refusals(stack, make_key) -> None:  # type: ignore[no-untyped-def]
@@ -208,6 +217,9 @@ def test_azure_url_shape_api_version_and_deployment_step(stack, make_key, azure_
     calls = azure_calls(azure_sandbox)
     assert {c["path"] for c in calls} >= {"/openai/files", "/openai/fine_tuning/jobs"}
     assert all(c["api_version"] == API_VERSION and not c["bearer"] for c in calls)
+    deploying = management_calls(azure_sandbox, done["deployment"])
+    assert [c["method"] for c in deploying][:2] == ["GET", "PUT"] and len(deploying) >= 3
+    assert not any(c["issued_token"] for c in deploying)  # the static management token
     chat = openai.OpenAI(base_url=f"{stack.api_url}/v1", api_key=key, max_retries=0)
     answer = chat.chat.completions.create(model=done["id"], messages=QUESTION)
     assert answer.choices[0].message.content
@@ -276,7 +288,7 @@ def test_retune_from_openai_to_azure_moves_the_alias(stack, make_key, future_api
     now = http_for(stack.api_url, key)
     later = http_for(future_api, key)
     add_provider(now, name="oai", kind="openai", base_url=f"{stack.sandbox_url}/v1")
-    add_provider(now, **azure_body("azure", azure_sandbox))
+    add_provider(now, **azure_body("azure", azure_sandbox, principal=True))
     first = wait_tune(now, tune(now, ready_dataset(now), "oai").json()["id"])
     assert first["status"] == "succeeded", first
     assert now.put("/v1/aliases/medqa", json={"model": first["id"]}).status_code == 200
@@ -298,6 +310,9 @@ def test_retune_from_openai_to_azure_moves_the_alias(stack, make_key, future_api
         what="the alias to move",
     )
     assert alias["version"] == 2
+    # The service principal's secret was exchanged for tokens; only those reached the deployment API.
+    deploying = management_calls(azure_sandbox, second["deployment"])
+    assert deploying and all(c["issued_token"] for c in deploying)
     before = len(azure_calls(azure_sandbox))
     chat = openai.OpenAI(base_url=f"{stack.api_url}/v1", api_key=key, max_retries=0)
     reply = chat.chat.completions.create(model="medqa", messages=QUESTION)
