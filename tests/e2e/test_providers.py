@@ -1,128 +1,35 @@
 """Provider accounts end to end: each adapter against a sandbox that behaves like that provider
 (OpenAI, a plain OpenAI-compatible server, Azure OpenAI with its URL shape, api-version,
 api-key and deployment step), the OpenAI cutoff and a shutdown date under a controllable clock
-(an API process started with TUNEFORGE_NOW), a retune that moves an alias, lifecycle warnings,
-and a canary key that never shows up in a response, a log file or a database dump."""
+(an API process started with TUNEFORGE_NOW), a retune that moves an alias, and a canary key that
+never shows up in a response, a log file or a database dump (test_provider_lifecycle.py, which
+runs first, uses the same canary)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import openai
-import pytest
 
-from shared import auth
-from shared.db import session_scope
-from shared.providers import lifecycle
-from tests.conftest import TEST_ENV, WORK_DIR
-from tests.e2e.story import upload_dataset, wait_dataset, wait_tune
-from tests.support.paths import HUATUO
-from tests.support.procs import Proc, free_port, wait_for, wait_http
-
-CANARY = "sk-canary-" + uuid.uuid4().hex
-MANAGEMENT_CANARY = "arm-canary-" + uuid.uuid4().hex
-API_VERSION = "2024-10-21"
-# Past OpenAI's cutoff (2027-01-06) and gpt-4o-mini's shutdown there (2027-01-14).
-FUTURE = "2027-01-15T12:00:00"
-LOG_DIR = WORK_DIR / "logs"
-QUESTION = [{"role": "user", "content": "头痛怎么办？"}]
-
-
-def _serve(name: str, args: list[str], env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    proc = Proc(name, [*args, "--port", str(port)], env, LOG_DIR)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def azure_sandbox(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    yield from _serve("sandbox-azure", ["sandbox", "--flavor", "azure"], TEST_ENV)
-
-
-@pytest.fixture(scope="module")
-def compatible_sandbox(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    yield from _serve("sandbox-compatible", ["sandbox"], TEST_ENV)
-
-
-@pytest.fixture(scope="module")
-def future_api(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """The same database and queue, on an API whose clock says FUTURE."""
-    yield from _serve("api-future", ["api"], {**TEST_ENV, "TUNEFORGE_NOW": FUTURE})
-
-
-class Checked(httpx.Client):
-    """Every response is checked for the canary keys before the test sees it."""
-
-    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
-        response = super().send(request, **kwargs)
-        response.read()
-        for canary in (CANARY, MANAGEMENT_CANARY):
-            assert canary not in response.text, f"{request.method} {request.url} leaked a key"
-        return response
-
-
-def http_for(api_url: str, key: str) -> httpx.Client:
-    return Checked(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
-def add_provider(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = http.post("/v1/providers", json={"api_key": CANARY, **body})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def azure_body(name: str, azure_url: str, *, principal: bool = False) -> dict[str, Any]:
-    """An Azure account; with `principal`, management_key is a service principal's secret that
-    Tuneforge exchanges for tokens, else it is the management token itself."""
-    signin = {"tenant_id": "tenant-1", "client_id": "app-1", "authority_url": azure_url} if principal else {}
-    return {
-        "name": name,
-        "kind": "azure_openai",
-        "base_url": azure_url,
-        "api_version": API_VERSION,
-        "management_key": MANAGEMENT_CANARY,
-        "options": {
-            "management_url": azure_url,
-            "subscription_id": "sub-1",
-            "resource_group": "rg-1",
-            "resource_name": "res-1",
-            **signin,
-        },
-    }
-
-
-def ready_dataset(http: httpx.Client) -> str:
-    dataset = upload_dataset(http, HUATUO, preset="huatuo", sample_size="12", seed="3")
-    dataset = wait_dataset(http, dataset["id"])
-    assert dataset["status"] == "ready", dataset
-    return str(dataset["id"])
-
-
-def tune(http: httpx.Client, dataset_id: str, provider: str, model: str = "gpt-4o-mini") -> httpx.Response:
-    return http.post("/v1/tunes", json={"dataset_id": dataset_id, "base_model": model, "provider": provider})
-
-
-def error_code(response: httpx.Response) -> str:
-    return str(response.json()["error"]["code"])
-
-
-def azure_calls(azure_url: str) -> list[dict[str, Any]]:
-    return list(httpx.get(f"{azure_url}/sandbox/azure/calls").json()["data"])
-
-
-def management_calls(azure_url: str, deployment: str) -> list[dict[str, Any]]:
-    calls = httpx.get(f"{azure_url}/sandbox/azure/calls").json()["management"]
-    return [c for c in calls if c["path"].endswith(f"/deployments/{deployment}")]
+from tests.conftest import TEST_ENV
+from tests.e2e.provider_support import (
+    API_VERSION,
+    CANARY,
+    LOG_DIR,
+    MANAGEMENT_CANARY,
+    QUESTION,
+    add_provider,
+    azure_body,
+    azure_calls,
+    error_code,
+    http_for,
+    management_calls,
+    ready_dataset,
+    tune,
+)
+from tests.e2e.story import wait_tune
+from tests.support.procs import wait_for
 
 
 def test_provider_accounts_crud_and_refusals(stack, make_key) -> None:  # type: ignore[no-untyped-def]
@@ -322,71 +229,6 @@ def test_retune_from_openai_to_azure_moves_the_alias(stack, make_key, future_api
     )
     # The first tune still serves from the openai account: it cannot be removed under it.
     assert error_code(now.delete("/v1/providers/oai")) == "provider_in_use"
-
-
-def test_lifecycle_warnings_and_models_flag(stack, make_key, future_api, receiver) -> None:  # type: ignore[no-untyped-def]
-    key = make_key()
-    now = http_for(stack.api_url, key)
-    endpoint = now.post(
-        "/v1/webhook-endpoints", json={"url": receiver.url, "events": ["model.deprecation_warning"]}
-    )
-    assert endpoint.status_code == 201, endpoint.text
-    receiver.expect_secrets(endpoint.json()["secret"])
-    done = wait_tune(now, tune(now, ready_dataset(now), "sandbox").json()["id"])
-    assert done["status"] == "succeeded"
-
-    listed = {m["id"]: m for m in now.get("/v1/models").json()["data"]}
-    assert listed[done["fine_tuned_model"]]["deprecation_warning"] is False  # 50 days left today
-    later = {m["id"]: m for m in http_for(future_api, key).get("/v1/models").json()["data"]}
-    assert later[done["fine_tuned_model"]]["deprecation_warning"] is True
-    assert later[done["fine_tuned_model"]]["shutdown_date"] == "2027-01-14"
-
-    with session_scope() as session:
-        project_id = auth.authenticate(session, key).project_id
-    with session_scope() as session:  # 20 days before the shutdown, inside the 30-day window
-        warned = lifecycle.warn_due(session, now=datetime(2026, 12, 25, tzinfo=UTC), project_id=project_id)
-    assert warned == [done["id"]]
-    with session_scope() as session:  # once per tune
-        assert (
-            lifecycle.warn_due(session, now=datetime(2026, 12, 26, tzinfo=UTC), project_id=project_id) == []
-        )
-    delivered = wait_for(lambda: receiver.requests, 20, what="the deprecation warning")
-    event = json.loads(delivered[0].body)
-    assert event["type"] == "model.deprecation_warning"
-    assert event["data"]["id"] == done["id"] and event["data"]["days_left"] == 20
-
-
-def test_a_retune_moves_its_alias_only_if_it_wins_the_eval(stack, make_key, azure_sandbox) -> None:  # type: ignore[no-untyped-def]
-    http = http_for(stack.api_url, make_key())
-    add_provider(http, **azure_body("azure", azure_sandbox))
-    first = wait_tune(http, tune(http, ready_dataset(http), "sandbox").json()["id"])
-    assert first["status"] == "succeeded", first
-    gate = {"split": "train", "max_items": 12}
-    # Against the base model it replaces, the tuned model wins (it answers its training data).
-    assert http.put("/v1/aliases/doctor", json={"model": "gpt-4o-mini"}).status_code == 200
-    # Against an identical tune it cannot be strictly better: the gate keeps the alias where it is.
-    assert http.put("/v1/aliases/twin", json={"model": first["id"]}).status_code == 200
-    winner = http.post(
-        f"/v1/tunes/{first['id']}/retune", json={"provider": "azure", "alias": "doctor", "require_eval": gate}
-    )
-    twin = http.post(
-        f"/v1/tunes/{first['id']}/retune", json={"provider": "azure", "alias": "twin", "require_eval": gate}
-    )
-    assert winner.status_code == twin.status_code == 202, (winner.text, twin.text)
-
-    def settled(tune_id: str) -> dict[str, Any] | None:
-        body = http.get(f"/v1/tunes/{tune_id}").json()
-        return body if (body.get("on_success") or {}).get("state") == "done" else None
-
-    won = wait_for(lambda: settled(winner.json()["id"]), 120, what="the gated retune to settle")
-    assert won["on_success"]["moved"] is True, won
-    assert http.get("/v1/aliases/doctor").json()["targets"][0]["model"] == won["id"]
-    lost = wait_for(lambda: settled(twin.json()["id"]), 120, what="the second gated retune to settle")
-    assert lost["on_success"]["moved"] is False and lost["on_success"]["reason"] == "eval_gate_failed", lost
-    assert http.get("/v1/aliases/twin").json()["targets"][0]["model"] == first["id"]
-    assert error_code(
-        http.post(f"/v1/tunes/{first['id']}/retune", json={"provider": "azure", "require_eval": True})
-    ) == ("missing_alias")
 
 
 def test_the_canary_key_is_in_no_log_and_no_database_column(stack) -> None:  # type: ignore[no-untyped-def]
