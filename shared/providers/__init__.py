@@ -28,8 +28,11 @@ def default_name() -> str:
 
 
 def builtin(name: str) -> Provider:
+    """One of BUILTIN_NAMES: the deployment's providers from settings."""
     settings = get_settings()
     chosen = default_name() if name == "default" else name
+    if chosen not in BUILTIN_NAMES:
+        raise InvalidInput(f"{name!r} is not a built-in provider.", code="unknown_provider", param="provider")
     if chosen == "openai" and settings.uses_sandbox:
         raise InvalidInput(
             "The openai provider needs TUNEFORGE_OPENAI_API_KEY; none is configured. Add your own "

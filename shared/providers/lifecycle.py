@@ -100,12 +100,21 @@ def candidates(session: Session, project_id: str) -> list[Provider]:
 
 
 def shutdown_of(session: Session, tune: Tune) -> date | None:
-    """When the base model of a tuned model stops serving at the tune's provider."""
-    try:
-        provider = providers.for_tune(session, tune)
-    except InvalidInput:
+    """When the base model of a tuned model stops serving at the tune's provider (read from the
+    account row without decrypting its key: GET /v1/models asks this for every tuned model)."""
+    if tune.provider_account_id is not None:
+        account = session.get(ProviderAccount, tune.provider_account_id)
+        if account is None:
+            return None
+        kind, overrides = account.kind, account.catalog
+    elif tune.provider in providers.BUILTIN_NAMES:
+        try:
+            kind, overrides = providers.builtin(tune.provider).kind, None
+        except InvalidInput:  # the openai built-in without a key any more
+            return None
+    else:  # its account was removed
         return None
-    terms = catalog.model_terms(provider.kind, tune.base_model, overrides_for(session, provider))
+    terms = catalog.model_terms(kind, tune.base_model, overrides)
     return terms.shutdown_date if terms else None
 
 
