@@ -43,13 +43,16 @@ class Settings(BaseSettings):
     webhook_allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443])
     webhook_timeout_seconds: float = 15.0
     # At most this many deliveries to one endpoint (or one callback host) are in flight at once;
-    # one that finds no slot free within webhook_busy_wait_seconds stays due and is tried again
-    # after webhook_busy_retry_seconds (README, Webhooks).
+    # a batch that finds no slot free within webhook_busy_wait_seconds leaves its deliveries due
+    # for the batch holding them (README, Webhooks).
     webhook_endpoint_concurrency: int = Field(default=4, ge=1)
     webhook_busy_wait_seconds: float = 0.2
-    webhook_busy_retry_seconds: float = 1.0
     # Threads in the `tuneforge worker --queue webhooks` process (the webhook senders).
     webhook_worker_concurrency: int = Field(default=16, ge=1)
+    # Deliveries one task sends at most (one destination's, over its in-flight slots), and how
+    # long it keeps starting requests; what is left stays due (README, Webhooks).
+    webhook_batch_size: int = Field(default=100, ge=1)
+    webhook_batch_seconds: float = Field(default=2.0, gt=0)
     # An endpoint whose deliveries all fail for this long is disabled (Svix and Stripe: days).
     webhook_disable_after_seconds: float = 5 * 24 * 3600
     # Seconds before retry N (1-based); past the end the delivery is given up.

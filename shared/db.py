@@ -23,8 +23,9 @@ def get_engine() -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["connect_args"] = {"application_name": "tuneforge"}
-        # A thread-pool worker (the webhook senders) holds one connection per thread in flight.
-        kwargs["pool_size"] = max(10, settings.webhook_worker_concurrency + 4)
+        # A thread-pool worker (the webhook senders) holds up to two connections per thread in
+        # flight: a batch's transaction, and the one that counts its starts before it sends.
+        kwargs["pool_size"] = max(10, 2 * settings.webhook_worker_concurrency + 4)
     engine = create_engine(url, **kwargs)
     if settings.is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)

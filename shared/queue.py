@@ -24,7 +24,9 @@ class TaskName(StrEnum):
     SUBMIT_TUNE = "tuneforge.tunes.submit"
     POLL_TUNE = "tuneforge.tunes.poll"
     CONTROL_TUNE = "tuneforge.tunes.control"
+    # One delivery per message: only messages queued before batches existed still use it.
     DELIVER_WEBHOOK = "tuneforge.webhooks.deliver"
+    DELIVER_WEBHOOKS = "tuneforge.webhooks.deliver_batch"
     SWEEP = "tuneforge.scheduler.sweep"
     RUN_EVAL = "tuneforge.evals.run"
 
@@ -41,7 +43,10 @@ def get_celery() -> Celery:
     app = Celery("tuneforge", broker=settings.celery_broker_url)
     app.conf.update(
         task_default_queue=settings.celery_queue,
-        task_routes={TaskName.DELIVER_WEBHOOK.value: {"queue": webhook_queue(settings)}},
+        task_routes={
+            name.value: {"queue": webhook_queue(settings)}
+            for name in (TaskName.DELIVER_WEBHOOK, TaskName.DELIVER_WEBHOOKS)
+        },
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -72,7 +77,23 @@ def enqueue(session: Session, name: TaskName, **kwargs: Any) -> None:
     session.info.setdefault("tuneforge_outbox", []).append((name.value, kwargs))
 
 
+def enqueue_batched(
+    session: Session, name: TaskName, *, group: str, field: str, item: Any, limit: int
+) -> None:
+    """Add `item` to the list argument `field` of this transaction's message for `group`, or
+    start a new one (past `limit` items): many objects changed in one transaction become a
+    few messages instead of one each."""
+    batches: dict[tuple[str, str], dict[str, list[Any]]] = session.info.setdefault("tuneforge_batches", {})
+    kwargs = batches.get((name.value, group))
+    if kwargs is None or len(kwargs[field]) >= limit:
+        kwargs = {field: []}
+        batches[(name.value, group)] = kwargs
+        enqueue(session, name, **kwargs)  # the same list: items added later travel with it
+    kwargs[field].append(item)
+
+
 def take_pending(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    session.info.pop("tuneforge_batches", None)
     pending: list[tuple[str, dict[str, Any]]] = session.info.pop("tuneforge_outbox", [])
     return pending
 

@@ -67,8 +67,7 @@ def run_pass(session: Session, *, now: datetime, settings: Settings | None = Non
         queue.enqueue(session, TaskName.SUBMIT_TUNE, tune_id=tune_id)
     for dataset_id in claimed.datasets:
         queue.enqueue(session, TaskName.PREPARE_DATASET, dataset_id=dataset_id)
-    for delivery_id in claimed.deliveries:
-        queue.enqueue(session, TaskName.DELIVER_WEBHOOK, delivery_id=delivery_id)
+    webhooks.enqueue_deliveries(session, claimed.deliveries)
     for eval_id in claimed.evals:
         queue.enqueue(session, TaskName.RUN_EVAL, eval_id=eval_id)
     idempotency.purge_expired(session, now=now)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import openai
 from sqlalchemy.orm import Session
@@ -89,27 +90,50 @@ def control_tune(tune_id: str, action: str) -> None:
         tunes.control_upstream(session, tune_id, action)
 
 
+@app.task(name=TaskName.DELIVER_WEBHOOKS.value, max_retries=0, **COMMON)
+def deliver_webhooks(delivery_ids: list[str]) -> None:
+    """Send a batch: one destination's deliveries from one transaction, one sweep pass or a
+    draining batch (`shared.webhooks.delivery`)."""
+    counted: list[str] = []
+    try:
+        with session_scope() as session:
+            webhooks.deliver_many(session, delivery_ids, start=partial(_start, counted))
+            # Cleared in the transaction that records the outcomes: one commit fewer per batch.
+            attempts.finish_many(session, counted)
+    except BaseException:  # every way out except a dead process
+        with session_scope() as session:
+            attempts.finish_many(session, counted)
+        raise
+
+
 @app.task(name=TaskName.DELIVER_WEBHOOK.value, max_retries=0, **COMMON)
 def deliver_webhook(delivery_id: str) -> None:
-    key = f"deliver:{delivery_id}"
-
-    def work() -> None:
-        with session_scope() as session:
-            webhooks.deliver(session, delivery_id)
-            # Cleared in the transaction that records the outcome: one commit fewer per delivery
-            # than a separate finish (deliveries are the most frequent task by far).
-            attempts.finish(session, key)
-
-    _guarded(key, work, lambda s: webhooks.give_up(s, delivery_id), finish_on_success=False)
+    """A message queued before batches existed."""
+    deliver_webhooks([delivery_id])
 
 
-def _guarded(
-    key: str, work: Callable[[], None], give_up: Callable[[Session], None], *, finish_on_success: bool = True
-) -> None:
+def _start(counted: list[str], delivery_ids: list[str], together: bool) -> webhooks.Starts:
+    """The worker-death cap of `_guarded`, counted per delivery (`deliver:{id}`) and committed
+    on a connection of its own before the batch sends (the batch's transaction is still open).
+
+    A delivery that was in flight when a worker died leaves its batch and goes in one of its
+    own, so one that kills its worker reaches the cap alone without taking the others along."""
+    keys = {delivery_id: f"deliver:{delivery_id}" for delivery_id in delivery_ids}
+    with session_scope() as session:
+        started = attempts.start_many(session, keys.values())
+        died = [i for i in keys if started[keys[i]] > 1]
+        if together and died:
+            attempts.unstart(session, [keys[i] for i in died])
+            counted += [keys[i] for i in keys if i not in died]
+            return webhooks.Starts(send=[i for i in keys if i not in died], alone=died)
+    counted += keys.values()
+    over = [i for i in died if started[keys[i]] > attempts.MAX_ATTEMPTS]
+    return webhooks.Starts(send=[i for i in keys if i not in over], give_up=over)
+
+
+def _guarded(key: str, work: Callable[[], None], give_up: Callable[[Session], None]) -> None:
     """Run `work` unless it already started MAX_ATTEMPTS times without returning, which only a
-    dying worker causes; then `give_up` records why the object will not be retried.
-
-    With `finish_on_success=False`, `work` clears the counter itself in its last transaction."""
+    dying worker causes; then `give_up` records why the object will not be retried."""
     with session_scope() as session:
         started = attempts.start(session, key)
     if started > attempts.MAX_ATTEMPTS:
@@ -120,11 +144,7 @@ def _guarded(
         return
     try:
         work()
-    except BaseException:  # every way out except a dead process
-        with session_scope() as session:
-            attempts.finish(session, key)
-        raise
-    if finish_on_success:
+    finally:  # every way out except a dead process
         with session_scope() as session:
             attempts.finish(session, key)
 

@@ -1,175 +1,253 @@
-"""Sending one delivery and deciding what its answer means.
+"""Sending deliveries in batches (what an answer means is in `outcome`).
 
-Only 2xx is success; a redirect is a failure (never followed); 410 means the receiver is gone
-for good, so its endpoint is disabled; 429/502/503/504 with `Retry-After` push the next attempt
-out as asked. The retry schedule lives in the row (`next_attempt_at`), not in Celery, and an
-endpoint that has failed for days is disabled with the reason shown to its owner."""
+A batch is one destination's deliveries, locked (`FOR UPDATE SKIP LOCKED`) for the whole
+transaction that sends them and records every outcome, so no two senders ever send the same
+delivery at once. Its requests go out over the destination's in-flight slots (`slots`), and a
+sender that holds them keeps taking that endpoint's other waiting deliveries for up to
+`webhook_batch_seconds` (draining), so deliveries queued one message each are sent in bulk
+when their endpoint is busy instead of each waiting for a slot of its own."""
 
 from __future__ import annotations
 
 import logging
-import random
 import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from itertools import groupby
 
 import httpx
 from cryptography.fernet import InvalidToken
-from sqlalchemy import text
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from shared import queue
 from shared.config import get_settings
 from shared.errors import DomainError
 from shared.models import WebhookDelivery, WebhookEndpoint, utcnow
-from shared.webhooks import sender, signing
-from shared.webhooks.endpoints import disable, signing_secrets
+from shared.webhooks import outbox, outcome, sender, signing, slots
+from shared.webhooks.endpoints import signing_secrets
 
 log = logging.getLogger(__name__)
 
-SLOW_DOWN = frozenset({429, 502, 503, 504})
-MAX_RETRY_AFTER = timedelta(hours=24)
+GAVE_UP = "A worker stopped abruptly each time it sent this delivery; it will not be retried."
+
+
+@dataclass
+class Starts:
+    """The worker-death cap's answer for deliveries a batch is about to send (`Starter`)."""
+
+    send: list[str]
+    # In flight when a worker died: each goes in a batch of its own.
+    alone: list[str] = field(default_factory=list)
+    give_up: list[str] = field(default_factory=list)
+
+
+# Counts the starts of these deliveries, committed before any is sent; the flag says whether
+# they are sent together with others (then one that died before must go alone).
+Starter = Callable[[list[str], bool], Starts]
+
+
+@dataclass
+class _Item:
+    """One delivery's request, with plain copies of what the sending thread needs (ORM objects
+    stay on the thread that owns the session)."""
+
+    delivery: WebhookDelivery
+    url: str
+    event_id: str
+    body: bytes
+    sent: bool = False
+    answer: sender.Answer | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Destination:
+    name: str
+    endpoint: WebhookEndpoint | None
+    secrets: list[str] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    gone: bool = False  # answered 410: no further request is started
 
 
 def deliver(session: Session, delivery_id: str, *, now: datetime | None = None) -> None:
-    """Send one pending delivery and record the outcome; a no-op once it is delivered or given up.
+    """Send one pending delivery and record the outcome; a no-op once it is delivered or given up."""
+    deliver_many(session, [delivery_id], now=now)
 
-    Only the sweep (for due retries), `emit` and `redeliver` enqueue this, so it does not re-check
-    the time."""
+
+def deliver_many(
+    session: Session,
+    delivery_ids: Sequence[str],
+    *,
+    now: datetime | None = None,
+    start: Starter | None = None,
+) -> bool:
+    """Send the pending deliveries among `delivery_ids` and record every outcome (one flush).
+
+    Rows another sender holds are skipped. With `start` (the worker), the batch drains: while it
+    holds a single endpoint's slots it also sends that endpoint's other deliveries that are due
+    or not yet tried, and past `webhook_batch_seconds` it leases the next ones and queues them as
+    one more batch. What was not sent (no slot free, out of time) stays due without an attempt
+    counted. Returns whether anything was sent.
+
+    Only `emit`, `redeliver`, the sweep and a draining batch queue these ids, so the time is not
+    checked again."""
     now = now or utcnow()
-    delivery = session.get(WebhookDelivery, delivery_id, with_for_update={"skip_locked": True})
-    if delivery is None or delivery.status != "pending":
-        return
-    endpoint = session.get(WebhookEndpoint, delivery.endpoint_id) if delivery.endpoint_id else None
-    if endpoint is not None and not endpoint.enabled:
-        _finish(
-            delivery,
-            "failed",
-            error=f"Not sent: the endpoint is disabled ({endpoint.disabled_reason or 'by its owner'}).",
-        )
-        session.flush()
-        return
+    started = time.monotonic()
+    stmt = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(sorted(set(delivery_ids))), WebhookDelivery.status == "pending")
+        .order_by(WebhookDelivery.id)
+        .with_for_update(skip_locked=True)
+    )
+    rows = _started(session, list(session.scalars(stmt)), start, together=len(delivery_ids) > 1)
+    rows.sort(key=lambda row: slots.destination(row.endpoint_id, row.url))
+    groups = [
+        (_Destination(name, None), list(group))
+        for name, group in groupby(rows, key=lambda row: slots.destination(row.endpoint_id, row.url))
+    ]
+    ready = [(dest, group) for dest, group in groups if _can_send(session, dest, group, now)]
+    deadline = started + get_settings().webhook_batch_seconds
+    sent = 0
+    busy: str | None = None  # an endpoint with more waiting when time ran out
     try:
-        secrets = signing_secrets(
-            session, project_id=delivery.project_id, endpoint_id=delivery.endpoint_id, now=now
+        for dest, group in ready:
+            dest.slots = slots.take(session, dest.name, len(group))
+        batches = [(dest, [_item(row) for row in group]) for dest, group in ready]
+        sent += _send(session, batches, deadline, now)
+        sending = [dest for dest, _ in ready if dest.slots]
+        if start is not None and len(sending) == 1 and sending[0].endpoint is not None:
+            drained, busy = _drain(session, sending[0], start, deadline, now)
+            sent += drained
+    finally:
+        for dest, _ in ready:
+            slots.release(session, dest.name, dest.slots)
+    if busy is not None:
+        lease = timedelta(seconds=get_settings().lease_seconds)
+        outbox.continue_endpoints(session, endpoint_ids=[busy], now=utcnow(), lease=lease)
+    return sent > 0
+
+
+def _started(
+    session: Session, rows: list[WebhookDelivery], start: Starter | None, *, together: bool
+) -> list[WebhookDelivery]:
+    if start is None or not rows:
+        return rows
+    starts = start([row.id for row in rows], together)
+    for row in rows:
+        if row.id in starts.alone:
+            # Queued with this transaction: its message must not find the row still locked.
+            queue.enqueue(session, queue.TaskName.DELIVER_WEBHOOKS, delivery_ids=[row.id])
+        if row.id in starts.give_up:
+            log.error("webhook %s: the worker died each time it was sent; giving up", row.id)
+            outcome.finish(row, "failed", error=GAVE_UP)
+    return [row for row in rows if row.id in starts.send]
+
+
+def _can_send(session: Session, dest: _Destination, group: list[WebhookDelivery], now: datetime) -> bool:
+    """Load the destination's endpoint and secrets; fail its deliveries when they cannot be sent."""
+    first = group[0]
+    dest.endpoint = session.get(WebhookEndpoint, first.endpoint_id) if first.endpoint_id else None
+    if dest.endpoint is not None and not dest.endpoint.enabled:
+        reason = dest.endpoint.disabled_reason or "by its owner"
+        for row in group:
+            outcome.finish(row, "failed", error=f"Not sent: the endpoint is disabled ({reason}).")
+        return False
+    try:
+        dest.secrets = signing_secrets(
+            session, project_id=first.project_id, endpoint_id=first.endpoint_id, now=now
         )
     except InvalidToken:
         # Retrying cannot help: the secret was encrypted under another TUNEFORGE_SECRET_KEY.
-        _finish(
-            delivery,
-            "failed",
-            error="The signing secret cannot be decrypted; was TUNEFORGE_SECRET_KEY changed?",
-        )
-        log.error("webhook %s: %s", delivery.id, delivery.last_error)
-        session.flush()
-        return
-    slot = _take_slot(session, delivery)
-    if slot is None:
-        # The endpoint already has its share of deliveries in flight: this one stays due and is
-        # tried again shortly, without counting an attempt, so a slow receiver holds at most
-        # `webhook_endpoint_concurrency` sender threads however many deliveries it is owed.
-        delivery.next_attempt_at = now + timedelta(seconds=get_settings().webhook_busy_retry_seconds)
-        session.flush()
-        return
-    body = delivery.payload.encode()
-    delivery.attempts += 1
-    answer: sender.Answer | None = None
-    try:
-        answer = sender.post(
-            delivery.url,
-            body,
-            signing.headers(secrets, delivery.event_id, body),
-        )
-        delivery.last_status_code = answer.status
-        delivery.last_response_body = answer.body
-        delivery.last_error = None if answer.ok else _describe(answer.status)
-    except (httpx.HTTPError, DomainError) as exc:
-        delivery.last_error = (str(exc) or type(exc).__name__)[: sender.BODY_LIMIT]
-    finally:
-        _release_slot(session, slot)
-    if answer is not None and answer.ok:
-        _finish(delivery, "delivered")
-        delivery.delivered_at = now
-        if endpoint is not None:
-            endpoint.failing_since = None
-    elif answer is not None and answer.status == 410 and endpoint is not None:
-        _finish(delivery, "failed", error="HTTP 410 Gone: the endpoint was disabled.")
-        disable(endpoint, f"The receiver answered 410 Gone on {now:%Y-%m-%d %H:%M} UTC.")
-    else:
-        retry_after = answer.retry_after if answer is not None and answer.status in SLOW_DOWN else None
-        _schedule_retry(delivery, now, retry_after)
-        if endpoint is not None:
-            _note_failure(endpoint, now)
-    session.flush()
+        error = "The signing secret cannot be decrypted; was TUNEFORGE_SECRET_KEY changed?"
+        log.error("webhook destination %s: %s", dest.name, error)
+        for row in group:
+            outcome.finish(row, "failed", error=error)
+        return False
+    return True
 
 
-def _take_slot(session: Session, delivery: WebhookDelivery) -> tuple[str, int] | None:
-    """One of the destination's in-flight slots, or None when all are taken: a session-level
-    advisory lock on (destination, slot), held only around the request (`_release_slot`), and
-    released by Postgres anyway if the worker's connection dies."""
+def _drain(
+    session: Session, dest: _Destination, start: Starter, deadline: float, now: datetime
+) -> tuple[int, str | None]:
+    """Keep sending the endpoint's waiting deliveries over the slots already held, a batch at a
+    time, until none is left (returns no endpoint) or time is up (returns the endpoint, whose
+    next batch the caller queues). Returns how many were sent, too."""
+    assert dest.endpoint is not None
     settings = get_settings()
-    if session.get_bind().dialect.name != "postgresql":
-        return ("", -1)  # SQLite: one writer anyway
-    destination = delivery.endpoint_id or "url:" + (urlsplit(delivery.url).netloc or delivery.url)
-    key = "tuneforge.webhook:" + destination
-    slots = settings.webhook_endpoint_concurrency
-    first = random.randrange(slots)  # spread the threads over the slots
-    # A fast receiver frees a slot within milliseconds, so wait a little before giving this one
-    # back; a slow one keeps them all, and then only this short wait is spent on it.
-    deadline = time.monotonic() + settings.webhook_busy_wait_seconds
-    while True:
-        for offset in range(slots):
-            slot = (first + offset) % slots
-            taken = session.execute(
-                text("SELECT pg_try_advisory_lock(hashtext(:key), :slot)"), {"key": key, "slot": slot}
-            ).scalar_one()
-            if taken:
-                return key, slot
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.01)
-
-
-def _release_slot(session: Session, slot: tuple[str, int]) -> None:
-    key, number = slot
-    if number >= 0:
-        unlock = text("SELECT pg_advisory_unlock(hashtext(:key), :slot)")
-        session.execute(unlock, {"key": key, "slot": number})
-
-
-def _schedule_retry(delivery: WebhookDelivery, now: datetime, retry_after: float | None) -> None:
-    schedule = get_settings().webhook_retry_schedule
-    if delivery.attempts > len(schedule):
-        _finish(
-            delivery,
-            "failed",
-            error=f"Given up after {delivery.attempts} attempts; last: {delivery.last_error}",
+    lease = timedelta(seconds=settings.lease_seconds)
+    sent = 0
+    while not dest.gone and time.monotonic() < deadline:
+        stmt = (
+            select(WebhookDelivery)
+            .where(
+                WebhookDelivery.endpoint_id == dest.endpoint.id,
+                WebhookDelivery.status == "pending",
+                # Due, or new (its own message may still be queued; it finds the row delivered).
+                # The first bound lets the scan use ix_webhook_delivery_next_attempt_at: new
+                # rows carry a lease of `lease_seconds`, and delivered ones have no next attempt.
+                # Rows this transaction already sent are recorded (flushed), so no longer match.
+                WebhookDelivery.next_attempt_at <= utcnow() + lease,
+                or_(WebhookDelivery.next_attempt_at <= utcnow(), WebhookDelivery.attempts == 0),
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(settings.webhook_batch_size)
+            .with_for_update(skip_locked=True)
         )
-        return
-    delay = timedelta(seconds=schedule[delivery.attempts - 1])
-    if retry_after is not None:
-        delay = max(delay, min(timedelta(seconds=retry_after), MAX_RETRY_AFTER))
-    delivery.next_attempt_at = now + delay
+        rows = _started(session, list(session.scalars(stmt)), start, together=True)
+        if not rows:
+            return sent, None
+        sent += _send(session, [(dest, [_item(row) for row in rows])], deadline, now)
+    return sent, None if dest.gone else dest.endpoint.id
 
 
-def _note_failure(endpoint: WebhookEndpoint, now: datetime) -> None:
-    endpoint.failing_since = endpoint.failing_since or now
-    limit = timedelta(seconds=get_settings().webhook_disable_after_seconds)
-    if endpoint.enabled and now - endpoint.failing_since >= limit:
-        disable(
-            endpoint,
-            f"Every delivery failed from {endpoint.failing_since:%Y-%m-%d %H:%M} UTC for {limit.days} days; "
-            "fix the receiver, then enable the endpoint again.",
-        )
+def _item(row: WebhookDelivery) -> _Item:
+    return _Item(row, row.url, row.event_id, row.payload.encode())
 
 
-def _finish(delivery: WebhookDelivery, status: str, *, error: str | None = None) -> None:
-    delivery.status = status
-    delivery.next_attempt_at = None
-    if error is not None:
-        delivery.last_error = error
+def _send(
+    session: Session, batches: list[tuple[_Destination, list[_Item]]], deadline: float, now: datetime
+) -> int:
+    """One stream per slot, every destination at once, on the sender pool; this thread waits,
+    then records every outcome (flushed). Returns how many requests were made."""
+    streams = []
+    for dest, items in batches:
+        waiting = deque(items)
+        streams += [sender.pool().submit(_stream, dest, waiting, deadline) for _ in dest.slots]
+    for stream in streams:
+        stream.result()
+    sent = 0
+    for dest, items in batches:
+        for item in items:
+            if item.sent:
+                outcome.record(item.delivery, dest.endpoint, now, item.answer, item.error)
+                sent += 1
+            else:
+                # Not attempted (no slot free, or out of time): still due, for the batch that
+                # holds this destination's slots, or the sweep.
+                item.delivery.next_attempt_at = now
+    session.flush()
+    return sent
 
 
-def _describe(status: int) -> str:
-    if 300 <= status < 400:
-        return f"HTTP {status}: redirects are not followed; point the endpoint at the final URL."
-    return f"HTTP {status}"
+def _stream(dest: _Destination, waiting: deque[_Item], deadline: float) -> None:
+    started = False
+    while not dest.gone and (not started or time.monotonic() < deadline):
+        try:
+            item = waiting.popleft()
+        except IndexError:
+            return
+        started = True
+        item.sent = True
+        try:
+            headers = signing.headers(dest.secrets, item.event_id, item.body)
+            item.answer = sender.post(item.url, item.body, headers)
+        except (httpx.HTTPError, DomainError) as exc:
+            item.error = (str(exc) or type(exc).__name__)[: sender.BODY_LIMIT]
+        except Exception:  # a bug must fail this attempt, not every delivery of the batch
+            log.exception("webhook %s: sending failed", item.delivery.id)
+            item.error = "Internal error while sending; it will be retried."
+        if item.answer is not None and item.answer.status == 410 and dest.endpoint is not None:
+            dest.gone = True

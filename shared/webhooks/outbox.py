@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared import queue
@@ -16,6 +16,7 @@ from shared.errors import InvalidState, NotFound
 from shared.ids import new_id
 from shared.models import WebhookDelivery, WebhookEvent, unix, utcnow
 from shared.webhooks.endpoints import TEST_EVENT, get_endpoint, list_endpoints
+from shared.webhooks.slots import destination
 
 
 def emit(
@@ -68,7 +69,7 @@ def redeliver(session: Session, *, project_id: str, delivery_id: str) -> Webhook
             )
     delivery.status = "pending"
     delivery.next_attempt_at = utcnow() + timedelta(seconds=get_settings().lease_seconds)
-    queue.enqueue(session, queue.TaskName.DELIVER_WEBHOOK, delivery_id=delivery.id)
+    _enqueue(session, delivery.id, destination(delivery.endpoint_id, delivery.url))
     session.flush()
     return delivery
 
@@ -130,14 +131,48 @@ def due_deliveries(session: Session, *, now: datetime, lease: timedelta, limit: 
     return [row.id for row in rows]
 
 
-def give_up(session: Session, delivery_id: str) -> None:
-    delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
-    if delivery is None or delivery.status != "pending":
+def enqueue_deliveries(session: Session, delivery_ids: list[str]) -> None:
+    """Queue claimed deliveries as one batch per destination (sent after the commit)."""
+    if not delivery_ids:
         return
-    delivery.status = "failed"
-    delivery.next_attempt_at = None
-    delivery.last_error = "A worker stopped abruptly each time it sent this delivery; it will not be retried."
-    session.flush()
+    stmt = select(WebhookDelivery.id, WebhookDelivery.endpoint_id, WebhookDelivery.url).where(
+        WebhookDelivery.id.in_(delivery_ids)
+    )
+    for delivery_id, endpoint_id, url in session.execute(stmt):
+        _enqueue(session, delivery_id, destination(endpoint_id, url))
+
+
+def continue_endpoints(
+    session: Session, *, endpoint_ids: list[str], now: datetime, lease: timedelta
+) -> list[str]:
+    """When a batch to these endpoints ran out of time with deliveries still waiting (left due
+    by senders that found the slots taken, or due retries), lease the next of them and queue
+    them as one more batch, so a busy endpoint's backlog keeps moving without the sweep."""
+    limit = get_settings().webhook_batch_size
+    claimed: list[str] = []
+    for endpoint_id in endpoint_ids:
+        stmt = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(session.scalars(stmt))
+        if not ids:
+            continue
+        lease_stmt = update(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
+        session.execute(
+            lease_stmt.values(next_attempt_at=now + lease), execution_options={"synchronize_session": False}
+        )
+        for delivery_id in ids:
+            _enqueue(session, delivery_id, endpoint_id)
+        claimed += ids
+    return claimed
 
 
 def delivery_dict(delivery: WebhookDelivery) -> dict[str, Any]:
@@ -184,5 +219,17 @@ def _new_delivery(
         next_attempt_at=utcnow() + timedelta(seconds=get_settings().lease_seconds),
     )
     session.add(delivery)
-    queue.enqueue(session, queue.TaskName.DELIVER_WEBHOOK, delivery_id=delivery.id)
+    _enqueue(session, delivery.id, destination(endpoint_id, url))
     return delivery
+
+
+def _enqueue(session: Session, delivery_id: str, dest: str) -> None:
+    # The deliveries to one destination committed together travel in one message.
+    queue.enqueue_batched(
+        session,
+        queue.TaskName.DELIVER_WEBHOOKS,
+        group=dest,
+        field="delivery_ids",
+        item=delivery_id,
+        limit=get_settings().webhook_batch_size,
+    )

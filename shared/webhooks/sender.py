@@ -3,6 +3,7 @@ and at most a little of the answer read (a receiver's body is only kept for the 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,8 +28,25 @@ class Answer:
 
 @lru_cache
 def _client() -> httpx.Client:
-    timeout = get_settings().webhook_timeout_seconds
-    return httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), follow_redirects=False)
+    """One pooled client per process, shared by every sender thread (httpx.Client is thread-safe),
+    so keep-alive connections to a receiver are reused across batches."""
+    settings = get_settings()
+    timeout = settings.webhook_timeout_seconds
+    most = settings.webhook_worker_concurrency * settings.webhook_endpoint_concurrency
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=most, max_keepalive_connections=most),
+    )
+
+
+@lru_cache
+def pool() -> ThreadPoolExecutor:
+    """Threads that carry a batch's requests (at most one per in-flight slot a batch holds, and
+    every sender thread may hold a destination's worth)."""
+    settings = get_settings()
+    most = settings.webhook_worker_concurrency * settings.webhook_endpoint_concurrency
+    return ThreadPoolExecutor(max_workers=most, thread_name_prefix="webhook-send")
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:

@@ -1,6 +1,6 @@
 """The webhooks domain, one import for callers: endpoints, the outbox, and delivery."""
 
-from shared.webhooks.delivery import deliver
+from shared.webhooks.delivery import Starts, deliver, deliver_many
 from shared.webhooks.endpoints import (
     EVENT_TYPES,
     EndpointWithSecret,
@@ -14,10 +14,11 @@ from shared.webhooks.endpoints import (
     validate_callback,
 )
 from shared.webhooks.outbox import (
+    continue_endpoints,
     delivery_dict,
     due_deliveries,
     emit,
-    give_up,
+    enqueue_deliveries,
     list_deliveries,
     list_events,
     redeliver,
@@ -27,15 +28,18 @@ from shared.webhooks.outbox import (
 __all__ = [
     "EVENT_TYPES",
     "EndpointWithSecret",
+    "Starts",
     "create_endpoint",
+    "continue_endpoints",
     "default_secret",
     "deliver",
+    "deliver_many",
     "delete_endpoint",
     "delivery_dict",
     "due_deliveries",
     "emit",
+    "enqueue_deliveries",
     "get_endpoint",
-    "give_up",
     "list_deliveries",
     "list_endpoints",
     "list_events",
