@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from shared.config import get_settings
 
@@ -45,6 +46,25 @@ def _sandbox(args: argparse.Namespace) -> None:
         port=args.port or settings.sandbox_port,
         log_level="warning",
     )
+
+
+def _trainer(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    try:
+        from trainer.server import create_trainer_app
+    except ImportError as exc:
+        raise SystemExit(f"tuneforge trainer needs: pip install 'tuneforge[trainer]' ({exc})") from None
+    settings = get_settings()
+    app = create_trainer_app(
+        args.base_model,
+        args.data_dir or settings.data_dir / "trainer",
+        learning_rate=args.learning_rate,
+        lora_rank=args.lora_rank,
+        max_tokens=args.max_tokens,
+        threads=args.threads,
+    )
+    uvicorn.run(app, host=args.host or settings.sandbox_host, port=args.port or 8002, log_level="warning")
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -175,6 +195,24 @@ def parser() -> argparse.ArgumentParser:
                 choices=("openai", "azure"),
                 help="answer like OpenAI (/v1) or like an Azure OpenAI resource (/openai, api-key)",
             )
+    trainer = sub.add_parser(
+        "trainer", help="run the self-hosted trainer: LoRA fine-tuning behind the OpenAI-compatible API"
+    )
+    trainer.add_argument("--host")
+    trainer.add_argument("--port", type=int, help="default: 8002")
+    trainer.add_argument(
+        "--base-model",
+        action="append",
+        required=True,
+        metavar="NAME=PATH_OR_HUB_ID",
+        help="a base model to tune and serve, repeatable (several names for one path: aliases)",
+    )
+    trainer.add_argument("--data-dir", type=Path, help="files, jobs, adapters (default: <data_dir>/trainer)")
+    trainer.add_argument("--learning-rate", type=float, default=2e-4, help="× learning_rate_multiplier")
+    trainer.add_argument("--lora-rank", type=int, default=16)
+    trainer.add_argument("--max-tokens", type=int, default=1024, help="tokens per training example")
+    trainer.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    trainer.set_defaults(func=_trainer)
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument(
         "--queue",

@@ -1,4 +1,4 @@
-"""Dependencies point one way: api → shared ← worker; sandbox and shared import neither edge."""
+"""Dependencies point one way: api → shared ← worker; sandbox, trainer and shared import neither edge."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ FORBIDDEN = {
     "shared": {"api", "worker", "cli", "sandbox"},
     "worker": {"api", "cli", "sandbox"},
     "api": {"worker", "cli", "sandbox"},
-    "sandbox": {"api", "worker", "cli"},
+    "sandbox": {"api", "worker", "cli", "trainer"},
+    # The trainer is the sandbox's HTTP layer with a real engine: it may import sandbox and shared.
+    "trainer": {"api", "worker", "cli"},
 }
 
 
