@@ -15,6 +15,7 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+import openai
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from shared import crypto, providers
 from shared.chat import lookups
 from shared.config import get_settings
-from shared.errors import Conflict, InvalidInput, InvalidState, NotFound
+from shared.errors import Conflict, InvalidInput, InvalidState, NotFound, UpstreamError
 from shared.ids import new_id
 from shared.models import ProviderAccount, Tune, unix, utcnow
 from shared.providers import adapters, catalog
@@ -178,8 +179,21 @@ def delete(session: Session, *, project_id: str, name: str) -> ProviderAccount:
 def refresh(session: Session, *, project_id: str, name: str) -> ProviderAccount:
     """Read the provider's GET /models and keep the shutdown dates it reports."""
     account = get(session, project_id=project_id, name=name, for_update=True)
-    provider = providers.from_account(account)
-    entries = [m.model_dump() for m in adapters.client(provider).with_options(max_retries=1).models.list()]
+    sdk = adapters.client(providers.from_account(account)).with_options(max_retries=1)
+    try:
+        entries = [m.model_dump() for m in sdk.models.list()]
+    except openai.APIStatusError as exc:
+        raise UpstreamError(
+            f"Provider {account.name!r} answered GET /models with {exc.status_code}; check its key and URL.",
+            status=502,
+            code="provider_refused",
+        ) from None
+    except openai.APIError as exc:
+        raise UpstreamError(
+            f"Provider {account.name!r} could not be reached ({type(exc).__name__}); retry shortly.",
+            status=502,
+            code="provider_unreachable",
+        ) from None
     account.catalog = {"models": catalog.shutdown_from_models_list(entries)}
     account.catalog_refreshed_at = utcnow()
     session.flush()

@@ -29,7 +29,7 @@ from tests.e2e.provider_support import (
     tune,
 )
 from tests.e2e.story import wait_tune
-from tests.support.procs import wait_for
+from tests.support.procs import free_port, wait_for
 
 
 def test_provider_accounts_crud_and_refusals(stack, make_key) -> None:  # type: ignore[no-untyped-def]
@@ -84,6 +84,10 @@ def test_provider_accounts_crud_and_refusals(stack, make_key) -> None:  # type: 
     stranger = http_for(stack.api_url, make_key())
     assert stranger.get("/v1/providers/oai").status_code == 404
     assert error_code(tune(stranger, "ds_x", "oai")) in ("dataset_not_found", "unknown_provider")
+    # Nobody listens there: reading its models is a clean 502, not a crash.
+    add_provider(http, name="gone", kind="openai_compatible", base_url=f"http://127.0.0.1:{free_port()}/v1")
+    unreachable = http.post("/v1/providers/gone/refresh")
+    assert unreachable.status_code == 502 and error_code(unreachable) == "provider_unreachable"
     assert http.delete("/v1/providers/oai").json()["deleted"] is True
     assert http.get("/v1/providers/oai").status_code == 404
 
