@@ -8,12 +8,13 @@ or a sandbox, each under a name its tunes and chat requests use. `resolve` finds
 
 from __future__ import annotations
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import crypto, db
 from shared.config import get_settings
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, InvalidState
 from shared.models import ProviderAccount, Tune
 from shared.providers.adapters import client
 from shared.providers.base import KINDS, Provider
@@ -54,16 +55,26 @@ def builtin(name: str) -> Provider:
 
 def from_account(account: ProviderAccount) -> Provider:
     options = account.options or {}
+    try:
+        api_key = crypto.decrypt(account.api_key)
+        management_key = crypto.decrypt(account.management_key) if account.management_key else None
+    except InvalidToken:
+        raise InvalidState(
+            f"The key of provider {account.name!r} cannot be decrypted: TUNEFORGE_SECRET_KEY changed "
+            "since it was stored. PATCH /v1/providers/{name} with the key again.",
+            code="provider_key_unreadable",
+            param="provider",
+        ) from None
     return Provider(
         name=account.id,
         base_url=account.base_url,
-        api_key=crypto.decrypt(account.api_key),
+        api_key=api_key,
         kind=account.kind,
         api_version=account.api_version,
         label=account.name,
         account_id=account.id,
         options=tuple(sorted((str(k), v) for k, v in options.items() if not isinstance(v, (dict, list)))),
-        management_key=crypto.decrypt(account.management_key) if account.management_key else None,
+        management_key=management_key,
     )
 
 

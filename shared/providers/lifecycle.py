@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from shared import providers
 from shared.config import get_settings
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, InvalidState
 from shared.models import ProviderAccount, Tune
 from shared.providers import catalog
 from shared.providers.base import Provider
@@ -93,7 +93,10 @@ def candidates(session: Session, project_id: str) -> list[Provider]:
     accounts = session.scalars(
         select(ProviderAccount).where(ProviderAccount.project_id == project_id).order_by(ProviderAccount.name)
     )
-    found = [providers.from_account(a) for a in accounts]
+    found = []
+    for account in accounts:
+        with contextlib.suppress(InvalidState):  # an unreadable key is reported where it is used
+            found.append(providers.from_account(account))
     with contextlib.suppress(InvalidInput):  # no built-in default without an OpenAI key
         found.append(providers.builtin("default"))
     return found

@@ -7,13 +7,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from cryptography.fernet import Fernet
 
 from shared import auth, pricing, providers
 from shared.chat import routing
 from shared.db import session_scope
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, InvalidState
 from shared.ids import new_id
-from shared.models import Dataset, Tune
+from shared.models import Dataset, ProviderAccount, Tune
 from shared.providers import accounts
 
 
@@ -83,3 +84,17 @@ def test_an_unknown_provider_names_the_ones_the_project_has(database) -> None:  
             providers.resolve("azure", session=session, project_id=other.id)
         with pytest.raises(InvalidInput):
             providers.resolve(account_id, session=session, project_id=other.id)
+
+
+def test_a_key_stored_under_another_secret_is_a_clear_error(database) -> None:  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        project = auth.get_or_create_project(session, f"routing-{uuid.uuid4().hex[:8]}")
+        tune = _azure_tune(session, project.id)
+        account = session.get(ProviderAccount, tune.provider_account_id)
+        # What a row encrypted under an earlier TUNEFORGE_SECRET_KEY looks like to this one.
+        account.api_key = Fernet(Fernet.generate_key()).encrypt(b"old-key").decode()
+        session.flush()
+        with pytest.raises(InvalidState) as caught:
+            routing.resolve_target(session, project_id=project.id, model=tune.id)
+        assert caught.value.code == "provider_key_unreadable" and "old-key" not in caught.value.message
+        session.rollback()
