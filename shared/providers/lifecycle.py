@@ -31,21 +31,27 @@ def overrides_for(session: Session, provider: Provider) -> dict[str, Any] | None
     return account.catalog if account is not None else None
 
 
-def refusal(session: Session, provider: Provider, model: str, *, on: date) -> str | None:
-    """Why `provider` would not take a new job for `model` on `on`; None when it would."""
+def refusal(session: Session, provider: Provider, model: str, *, on: date) -> tuple[str, str] | None:
+    """Why `provider` would not take a new job for `model` on `on` (code, message); None when
+    it would."""
     kind = catalog.kind_terms(provider.kind)
     if kind.no_new_jobs_from is not None and on >= kind.no_new_jobs_from:
         return (
+            "provider_not_accepting_jobs",
             f"{kind.label} stopped creating fine-tuning jobs on {kind.no_new_jobs_from.isoformat()} "
-            f"(provider {provider.display_name!r})."
+            f"(provider {provider.display_name!r}).",
         )
     terms = catalog.model_terms(provider.kind, model, overrides_for(session, provider))
     if terms is None:
-        return f"Provider {provider.display_name!r} ({kind.label}) does not fine-tune {model}."
+        return (
+            "model_not_tunable",
+            f"Provider {provider.display_name!r} ({kind.label}) does not fine-tune {model}.",
+        )
     if terms.shutdown_date is not None and on >= terms.shutdown_date:
         return (
+            "model_shut_down",
             f"{terms.name} shut down at {provider.display_name!r} on {terms.shutdown_date.isoformat()}; "
-            "a model tuned from it could not serve."
+            "a model tuned from it could not serve.",
         )
     return None
 
@@ -53,9 +59,10 @@ def refusal(session: Session, provider: Provider, model: str, *, on: date) -> st
 def check_accepts(session: Session, *, project_id: str, provider: Provider, model: str) -> None:
     """Raise a 4xx naming the alternatives when the job would be refused or die at once."""
     on = catalog.today()
-    reason = refusal(session, provider, model, on=on)
-    if reason is None:
+    refused = refusal(session, provider, model, on=on)
+    if refused is None:
         return
+    code, reason = refused
     elsewhere = [
         p.display_name
         for p in candidates(session, project_id)
@@ -77,9 +84,6 @@ def check_accepts(session: Session, *, project_id: str, provider: Provider, mode
         options.append(f"pick another base model at {provider.display_name!r}: {', '.join(here)}")
     if not options:
         options.append("add a provider that still tunes it (POST /v1/providers)")
-    code = "provider_not_accepting_jobs" if "stopped creating" in reason else "model_not_tunable"
-    if "shut down" in reason:
-        code = "model_shut_down"
     raise InvalidInput(
         f"{reason} Instead: {'; or '.join(options)}.",
         code=code,
