@@ -1,12 +1,13 @@
 """Dataset pipeline benchmark: the full `shared.datasets.pipeline.prepare` against two baselines on
 the same synthetic file, in one invocation.
 
-    .venv/bin/python bench/datasets.py --examples 200000
-    .venv/bin/python bench/datasets.py --examples 2000000
+    flock /tmp/tuneforge-bench.lock .venv/bin/python bench/datasets.py --examples 200000
+    flock /tmp/tuneforge-bench.lock .venv/bin/python bench/datasets.py --examples 2000000 --variants \\
+        cookbook,floor,pipeline,floor-fast,pipeline-fast
 
 It writes a deterministic (seeded) synthetic chat dataset of N examples to a temporary JSONL file,
 streaming: OpenAI chat lines in Chinese, every one with the same system prompt, a user question
-and an assistant answer (about 680 bytes and 170 tokens a line); about 1 % of the lines repeat a
+and an assistant answer (about 870 bytes and 222 tokens a line); about 1 % of the lines repeat a
 recent line exactly and 0.5 % repeat one with different punctuation and case, so dedup has work.
 Then it runs each variant in its own subprocess (so peak RSS is that variant's alone: the child's
 `ru_maxrss` from `wait4`), and prints examples/s, MB/s (input bytes, 10^6) and peak RSS:
