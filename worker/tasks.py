@@ -113,12 +113,12 @@ def deliver_webhook(delivery_id: str) -> None:
 
 
 def _start(counted: list[str], delivery_ids: list[str], together: bool) -> webhooks.Starts:
-    """The worker-death cap of `_guarded`, counted per delivery (`deliver:{id}`) and committed
+    """The worker-death cap of `_guarded`, counted per delivery (`deliver:{id}`), committed
     on a connection of its own before the batch sends (the batch's transaction is still open).
 
     A delivery that was in flight when a worker died leaves its batch and goes in one of its
     own, so one that kills its worker reaches the cap alone without taking the others along."""
-    keys = {delivery_id: f"deliver:{delivery_id}" for delivery_id in delivery_ids}
+    keys = {delivery_id: webhooks.attempt_key(delivery_id) for delivery_id in delivery_ids}
     with session_scope() as session:
         started = attempts.start_many(session, keys.values())
         died = [i for i in keys if started[keys[i]] > 1]

@@ -19,19 +19,25 @@ from itertools import groupby
 
 import httpx
 from cryptography.fernet import InvalidToken
-from sqlalchemy import or_, select
+from sqlalchemy import exists, literal, or_, select
 from sqlalchemy.orm import Session
 
 from shared import queue
 from shared.config import get_settings
 from shared.errors import DomainError
-from shared.models import WebhookDelivery, WebhookEndpoint, utcnow
+from shared.models import TaskAttempt, WebhookDelivery, WebhookEndpoint, utcnow
 from shared.webhooks import outbox, outcome, sender, signing, slots
 from shared.webhooks.endpoints import signing_secrets
 
 log = logging.getLogger(__name__)
 
 GAVE_UP = "A worker stopped abruptly each time it sent this delivery; it will not be retried."
+ATTEMPT_PREFIX = "deliver:"
+
+
+def attempt_key(delivery_id: str) -> str:
+    """The worker-death counter of one delivery (`shared.attempts`)."""
+    return ATTEMPT_PREFIX + delivery_id
 
 
 @dataclass
@@ -179,7 +185,7 @@ def _drain(
     settings = get_settings()
     lease = timedelta(seconds=settings.lease_seconds)
     sent = 0
-    while not dest.gone and time.monotonic() < deadline:
+    while not dest.gone and dest.endpoint.enabled and time.monotonic() < deadline:
         stmt = (
             select(WebhookDelivery)
             .where(
@@ -191,6 +197,8 @@ def _drain(
                 # Rows this transaction already sent are recorded (flushed), so no longer match.
                 WebhookDelivery.next_attempt_at <= utcnow() + lease,
                 or_(WebhookDelivery.next_attempt_at <= utcnow(), WebhookDelivery.attempts == 0),
+                # Not one a dead worker was sending: that goes in a batch of its own, by its id.
+                ~exists().where(TaskAttempt.key == literal(ATTEMPT_PREFIX) + WebhookDelivery.id),
             )
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(settings.webhook_batch_size)
@@ -200,7 +208,7 @@ def _drain(
         if not rows:
             return sent, None
         sent += _send(session, [(dest, [_item(row) for row in rows])], deadline, now)
-    return sent, None if dest.gone else dest.endpoint.id
+    return sent, None if dest.gone or not dest.endpoint.enabled else dest.endpoint.id
 
 
 def _item(row: WebhookDelivery) -> _Item:

@@ -1,6 +1,6 @@
 """The webhooks domain, one import for callers: endpoints, the outbox, and delivery."""
 
-from shared.webhooks.delivery import Starts, deliver, deliver_many
+from shared.webhooks.delivery import Starts, attempt_key, deliver, deliver_many
 from shared.webhooks.endpoints import (
     EVENT_TYPES,
     EndpointWithSecret,
@@ -29,6 +29,7 @@ __all__ = [
     "EVENT_TYPES",
     "EndpointWithSecret",
     "Starts",
+    "attempt_key",
     "create_endpoint",
     "continue_endpoints",
     "default_secret",

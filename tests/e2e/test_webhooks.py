@@ -167,8 +167,12 @@ def test_redelivery_and_the_event_list(stack, make_key, receiver) -> None:  # ty
     receiver.expect_secrets(endpoint["secret"])
     dataset = _small_dataset(http)
     wait_for(lambda: receiver.requests, 15, what="dataset.ready")
-    delivery = _deliveries(http, endpoint["id"])[0]
-    assert delivery["status"] == "delivered"
+    # The receiver has the request a moment before the sender records its answer.
+    delivery = wait_for(
+        lambda: next((d for d in _deliveries(http, endpoint["id"]) if d["status"] == "delivered"), None),
+        15,
+        what="the delivery to be recorded",
+    )
     again = http.post(f"/v1/webhook-deliveries/{delivery['id']}/redeliver")
     assert again.status_code == 202
     wait_for(lambda: len(receiver.requests) >= 2, 15, what="the redelivery")
