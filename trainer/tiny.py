@@ -119,6 +119,7 @@ def pretrain(
     steps: int,
     batch_size: int = 8,
     lr: float = 3e-3,
+    max_tokens: int = 128,
 ) -> float:
     """Full-parameter training on every token of some conversations, so the tiny base is a (weak)
     language model of the domain rather than noise, as a real base model would be; returns the
@@ -133,7 +134,7 @@ def pretrain(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     texts = [render(tokenizer, c, generation_prompt=False) for c in conversations]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][:256] for t in texts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] for t in texts]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     rng = random.Random(0)
     model.train()
@@ -153,7 +154,7 @@ def pretrain(
             group["lr"] = lr * (1 - step / steps)
         optimizer.step()
     model.save_pretrained(model_dir)
-    return float(loss)
+    return float(loss.detach())
 
 
 def general_conversations(data_dir: Path) -> list[list[dict[str, str]]]:

@@ -201,7 +201,7 @@ def train(spec: TrainSpec, hooks: Hooks) -> TrainResult:
             metrics: dict[str, Any] = {
                 "step": step,
                 "total_steps": total,
-                "train_loss": round(float(loss), 6),
+                "train_loss": round(float(loss.detach()), 6),
                 "train_mean_token_accuracy": round(accuracy, 6),
             }
             if valid:

@@ -34,6 +34,22 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def pretrained_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wider tiny model, trained briefly on the kit's other samples (not the huatuo rows a story
+    tunes on), so that generation is language-like and an eval can tell base from tuned."""
+    from trainer.tiny import build_tiny_model, general_conversations, pretrain
+
+    folder = build_tiny_model(
+        tmp_path_factory.mktemp("tiny-qwen2-pretrained"),
+        [DATA / "huatuo_style_sample.jsonl", DATA / "openai_chat_medicalgpt500.jsonl"],
+        hidden_size=128,
+        init_std=0.02,
+    )
+    pretrain(folder, general_conversations(DATA), steps=150)
+    return folder
+
+
 @dataclass
 class TrainerProc:
     url: str
