@@ -51,7 +51,8 @@ class ChatFastPath:
         headers = [(k.encode(), v.encode()) for k, v in exchange.headers.items()]
         if not exchange.stream:
             content = await exchange.read()
-            await send({"type": "http.response.start", "status": 200, "headers": [_JSON, *headers]})
+            length = (b"content-length", str(len(content)).encode())
+            await send({"type": "http.response.start", "status": 200, "headers": [_JSON, length, *headers]})
             await send({"type": "http.response.body", "body": content})
             return
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *headers]})
@@ -104,6 +105,8 @@ def _bearer(scope: Scope) -> str | None:
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None) -> None:
+    content = orjson.dumps(body)
     extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    extra.append((b"content-length", str(len(content)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": [_JSON, *extra]})
-    await send({"type": "http.response.body", "body": orjson.dumps(body)})
+    await send({"type": "http.response.body", "body": content})
