@@ -90,7 +90,7 @@ def deliver_many(
     now: datetime | None = None,
     start: Starter | None = None,
 ) -> bool:
-    """Send the pending deliveries among `delivery_ids` and record every outcome (one flush).
+    """Send the pending deliveries among `delivery_ids` and record every outcome (flushed).
 
     Rows another sender holds are skipped. With `start` (the worker), the batch drains: while it
     holds a single endpoint's slots it also sends that endpoint's other deliveries that are due
