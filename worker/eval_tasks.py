@@ -23,9 +23,10 @@ app = queue.get_celery()
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    # Many provider calls: longer than the other tasks. Past it, the sweep resumes the eval.
-    soft_time_limit=3300,
-    time_limit=3600,
+    # Many provider calls: longer than the other tasks, below the broker's one-hour visibility
+    # timeout (a message still running then would be handed out again). Past it, the sweep resumes.
+    soft_time_limit=3000,
+    time_limit=3300,
 )
 def run_eval(eval_id: str) -> None:
     key = f"eval:{eval_id}"

@@ -77,31 +77,43 @@ def start(session: Session, eval_id: str) -> bool:
 
 
 def _sample_items(session: Session, row: Eval) -> tuple[str, str] | None:
+    """A seeded sample of `max_items` lines of the split, in two passes over the file (count, then
+    read the chosen lines), so memory does not grow with the split."""
     dataset = session.get(Dataset, row.dataset_id)
     key = dataset and (dataset.validation_blob if row.split == "validation" else dataset.train_blob)
     if key is None:
         return "dataset_unavailable", f"Dataset {row.dataset_id} has no {row.split} file any more."
-    examples: list[tuple[list[dict[str, Any]], str, str]] = []
+    with blobs.open_read(key) as handle:
+        lines = sum(1 for line in handle if line.strip())
+    # Read back in file order: the items keep the file's order whatever the seed drew.
+    chosen = set(
+        random.Random(row.options["seed"]).sample(range(lines), min(row.options["max_items"], lines))
+    )
     system_prompt = Generation(**row.options["generation"]).system_prompt
+    position = index = 0
     with blobs.open_read(key) as handle:
         for line in handle:
-            if line.strip():
+            if not line.strip():
+                continue
+            if index in chosen:
+                # Prepared files always end with an assistant turn; a line that does not is skipped.
                 example = _split_example(orjson.loads(line).get("messages") or [], system_prompt)
                 if example is not None:
-                    examples.append(example)
-    if not examples:
+                    messages, question, reference = example
+                    session.add(
+                        EvalItem(
+                            eval_id=row.id,
+                            position=position,
+                            messages=messages,
+                            question=question,
+                            reference=reference,
+                        )
+                    )
+                    position += 1
+            index += 1
+    if not position:
         return "empty_split", f"The {row.split} split of {row.dataset_id} has no usable examples."
-    count = min(row.options["max_items"], len(examples))
-    # Sorted, so the items keep the file's order whatever the seed drew.
-    chosen = sorted(random.Random(row.options["seed"]).sample(range(len(examples)), count))
-    for position, index in enumerate(chosen):
-        messages, question, reference = examples[index]
-        session.add(
-            EvalItem(
-                eval_id=row.id, position=position, messages=messages, question=question, reference=reference
-            )
-        )
-    row.items_total = count
+    row.items_total = position
     return None
 
 
