@@ -24,11 +24,11 @@ SNAPSHOT = "gpt-4o-mini-2024-07-18"
 
 
 @pytest.fixture(scope="module")
-def story_trainer(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, stack) -> Any:  # type: ignore[no-untyped-def]
+def story_trainer(pretrained_tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, stack) -> Any:  # type: ignore[no-untyped-def]
     server = start_trainer(
         "trainer-story",
         tmp_path_factory.mktemp("trainer-story"),
-        [f"{SNAPSHOT}={tiny_model}", f"{BASE}={tiny_model}"],
+        [f"{SNAPSHOT}={pretrained_tiny_model}", f"{BASE}={pretrained_tiny_model}"],
     )
     yield server
     server.stop()
@@ -124,5 +124,7 @@ def test_first_story_on_the_self_hosted_trainer(stack, make_key, story_trainer: 
     scores = result["metrics"]
     base, tuned = scores[BASE]["char"]["rouge_l"]["value"], scores[tune["id"]]["char"]["rouge_l"]["value"]
     print(f"ROUGE-L (characters) on 20 training questions: base {base:.2f}, tuned {tuned:.2f}")
+    for item in result["items"][:3]:
+        print(item["reference"][:60], [o["answer"][:60] for o in item["outputs"]])
     assert tuned > base, (base, tuned)
     assert scores[BASE]["errors"] == scores[tune["id"]]["errors"] == 0
