@@ -35,7 +35,7 @@ from sandbox.store import Store
 from sandbox.validation import parse_training_file
 from trainer import state
 from trainer.catalog import TrainerCatalog
-from trainer.serving import Generation, LoadedBase, decoding_of
+from trainer.serving import Generation, LoadedBase
 from trainer.training import BASE_LEARNING_RATE, LORA_RANK, Cancelled, Hooks, TrainSpec, train
 
 log = logging.getLogger(__name__)
@@ -185,10 +185,7 @@ class TrainerEngine(Store):
         loaded = self._base(base_id)
         if adapter is not None and folder is not None:
             loaded.add_adapter(adapter, folder)
-        prompt = loaded.prompt(chat.messages)
-        return Generation(
-            loaded, adapter, chat.model, prompt, decoding_of(chat, loaded.context_limit, len(prompt))
-        )
+        return Generation(loaded, adapter, chat.model, chat.messages, chat)
 
     def _base(self, base_id: str) -> LoadedBase:
         with self._load_lock:

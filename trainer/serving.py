@@ -85,19 +85,30 @@ class LoadedBase:
 
 @dataclass
 class Generation:
-    """A `Completion` (sandbox/completion.py) whose pieces are decoded as they are read."""
+    """A `Completion` (sandbox/completion.py) whose pieces are decoded as they are read.
+
+    The prompt is tokenized on the decoding thread, under the base's lock: a fast tokenizer must
+    not be used by two threads at once ("Already borrowed")."""
 
     base: LoadedBase
     adapter: str | None
     model: str
-    prompt: list[int]
-    decoding: Decoding
+    messages: list[dict[str, Any]]
+    chat: ChatRequest | None = None
+    decoding: Decoding | None = None  # from `chat` when not given
     prompt_tokens: int = 0
+    _prompt: list[int] | None = None
     _generated: int = 0
     _reasons: dict[int, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.prompt_tokens = len(self.prompt)
+    def _prepare(self) -> tuple[list[int], Decoding]:
+        if self._prompt is None:
+            self._prompt = self.base.prompt(self.messages)
+            self.prompt_tokens = len(self._prompt)
+        if self.decoding is None:
+            assert self.chat is not None
+            self.decoding = decoding_of(self.chat, self.base.context_limit, len(self._prompt))
+        return self._prompt, self.decoding
 
     @property
     def completion_tokens(self) -> int:
@@ -109,7 +120,8 @@ class Generation:
     def pieces(self, index: int) -> Iterator[str]:
         out: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
-        seed = None if self.decoding.seed is None else self.decoding.seed + index
+        first = self.decoding.seed if self.decoding is not None else self.chat.seed if self.chat else None
+        seed = None if first is None else first + index  # n choices: different, reproducible samples
         worker = threading.Thread(target=self._decode, args=(index, seed, out, stop), daemon=True)
         worker.start()
         try:
@@ -137,7 +149,8 @@ class Generation:
 
         import torch
 
-        base, d = self.base, self.decoding
+        base = self.base
+        prompt, d = self._prepare()
         model = base.model
         if self.adapter is not None:
             model.set_adapter(self.adapter)
@@ -151,7 +164,7 @@ class Generation:
             generator.seed()
         tokens: list[int] = []
         sent = ""
-        ids = torch.tensor([self.prompt], device=base.device)
+        ids = torch.tensor([prompt], device=base.device)
         past = None
         with context, torch.no_grad():
             for _ in range(d.max_tokens):
