@@ -1,11 +1,11 @@
-"""`POST /v1/chat/completions` served straight from ASGI, ahead of FastAPI's routing.
+"""`POST /v1/chat/completions` served straight from ASGI, ahead of FastAPI.
 
 The chat endpoint is the hot path (DESIGN.md §10) and needs none of what FastAPI adds per
-request (dependency solving, request and response objects, the idempotency middleware, which
-skips it anyway): this module reads the body, calls the gateway and writes the answer. Errors
-use the same map as every other route (api/errors.py). A stream runs beside a watch on the
-connection, so a client that hangs up cancels the upstream request at once rather than at the
-next chunk."""
+request (its middleware, dependency solving, request and response objects): `create_app` puts
+this class outside the FastAPI app, and it reads the body, calls the gateway and writes the
+answer. Errors use the same map as every other route (api/errors.py). A stream is watched for
+the client hanging up, which cancels the upstream request at once (uvicorn's `send` to a gone
+client just returns, so without the watch the upstream would run to its end)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy.exc import InterfaceError, OperationalError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors
 from shared.chat import gateway
-from shared.errors import DomainError
+from shared.config import get_settings
+from shared.errors import DomainError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,11 @@ class ChatFastPath:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        # Everything that can fail before the answer starts is answered in OpenAI's envelope;
+        # a stream that breaks later can only be cut (the server logs it).
         try:
             exchange = await gateway.open_exchange(_bearer(scope), await _body(receive))
+            content = None if exchange.stream else await exchange.read()
         except DomainError as exc:
             status, body = errors.status_and_body(exc)
             await _send_json(send, status, body, errors.error_headers(exc, status))
@@ -48,50 +52,64 @@ class ChatFastPath:
             body, status, headers = errors.database_unavailable()
             await _send_json(send, status, body, headers)
             return
+        except Exception:
+            log.exception("unhandled error on chat")
+            body = errors.error_body("server_error", "internal_error", "Internal error; it has been logged.")
+            await _send_json(send, 500, body, None)
+            return
         headers = [(k.encode(), v.encode()) for k, v in exchange.headers.items()]
-        if not exchange.stream:
-            content = await exchange.read()
+        if content is not None:
             length = (b"content-length", str(len(content)).encode())
             await send({"type": "http.response.start", "status": 200, "headers": [_JSON, length, *headers]})
             await send({"type": "http.response.body", "body": content})
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *headers]})
-        pump = asyncio.ensure_future(_pump(exchange, send))
-        watch = asyncio.ensure_future(_until_disconnect(receive))
-        done, _ = await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
-        for task in (pump, watch):
-            if task not in done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if pump in done:
-            pump.result()  # re-raise what went wrong mid-stream (logged by the server)
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *headers]})
+            await _stream(exchange, receive, send)
 
 
-async def _pump(exchange: gateway.Exchange, send: Send) -> None:
-    async with contextlib.aclosing(exchange.events()) as events:
-        async for piece in events:
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+async def _stream(exchange: gateway.Exchange, receive: Receive, send: Send) -> None:
+    this = asyncio.current_task()
+    hung_up = asyncio.Event()
+    watch = asyncio.ensure_future(_cancel_on_disconnect(receive, this, hung_up))
+    try:
+        async with contextlib.aclosing(exchange.events()) as events:
+            async for piece in events:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    except asyncio.CancelledError:
+        if not hung_up.is_set():
+            raise  # the server is stopping, not the client leaving
+    finally:
+        watch.cancel()
 
 
-async def _until_disconnect(receive: Receive) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+async def _cancel_on_disconnect(
+    receive: Receive, task: asyncio.Task[Any] | None, hung_up: asyncio.Event
+) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    hung_up.set()
+    if task is not None:
+        task.cancel()
 
 
 async def _body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    while message.get("more_body"):
+    limit = get_settings().chat_max_body_bytes
+    parts: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
+        part: bytes = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"The request body is over {limit} bytes (TUNEFORGE_CHAT_MAX_BODY_BYTES). Send "
+                "fewer or smaller messages, or images by URL instead of inline.",
+                code="request_too_large",
+            )
+        parts.append(part)
+        if not message.get("more_body"):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _bearer(scope: Scope) -> str | None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from api import errors
 from api.chat_fastpath import ChatFastPath
@@ -35,7 +36,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await gateway.close_all()
 
 
-def create_app() -> FastAPI:
+def create_app() -> ASGIApp:
+    """The FastAPI app behind the chat fast path (api/chat_fastpath.py)."""
     logs.configure()
     app = FastAPI(
         title="Tuneforge",
@@ -45,8 +47,6 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(IdempotencyMiddleware)
-    # Added last, so it sees requests first: chat completions skip FastAPI entirely.
-    app.add_middleware(ChatFastPath)
     for module in (health, datasets, tunes, webhooks, provider_webhooks, chat, aliases, evals, providers):
         app.include_router(module.router)
-    return app
+    return ChatFastPath(app)

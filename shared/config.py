@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     chat_flush_seconds: float = 1.0
     chat_upstream_timeout_seconds: float = 600.0
     chat_upstream_max_connections: int = Field(default=256, ge=1)
+    # Larger chat request bodies get 413 (images sent inline as base64 make bodies big).
+    chat_max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
 
     @field_validator(
         "webhook_allowed_hosts", "webhook_allowed_ports", "provider_allowed_hosts", mode="before"

@@ -30,10 +30,9 @@ class UpstreamResponse:
         finally:
             self.close()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, in whatever pieces the network delivers."""
-        async for piece in self._response.content.iter_any():
-            yield piece
+        return self._response.content.iter_any()
 
     def close(self) -> None:
         # release() returns a fully read connection to the pool; close() drops one cut short,

@@ -3,6 +3,7 @@ whatever the upstream answers, and a server-sent-events reader that finds the us
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,10 @@ def _upstream_error(content: bytes) -> dict[str, Any]:
     return {}
 
 
+# A non-null usage object; with include_usage every other chunk carries `"usage":null`.
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+
+
 class EventReader:
     """Splits an SSE byte stream into whole events as they complete, picks out `usage`, drops
     the usage-only chunk unless the client asked for it, and (for request logs) joins the text."""
@@ -105,6 +110,13 @@ class EventReader:
         return "".join(self._parts)
 
     def feed(self, chunk: bytes) -> bytes:
+        if (
+            not self._buffer
+            and not self.collect_text
+            and chunk.endswith(b"\n\n")
+            and not _USAGE.search(chunk)
+        ):
+            return chunk  # whole events and none carries usage: pass the bytes on as they came
         buffer = self._buffer + chunk
         sep = b"\r\n\r\n" if b"\r\n\r\n" in buffer else b"\n\n"
         if sep not in buffer:
@@ -121,7 +133,7 @@ class EventReader:
         return rest if self._keep(rest) else b""
 
     def _keep(self, event: bytes) -> bool:
-        if not (self.collect_text or b'"usage"' in event):
+        if not (self.collect_text or _USAGE.search(event)):
             return True
         data = _data(event)
         if not isinstance(data, dict):

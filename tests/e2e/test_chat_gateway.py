@@ -269,3 +269,16 @@ def test_an_alias_change_reaches_another_api_process_at_once(stack, make_key, tm
             assert answer.model.startswith(target), (target, answer.model)
     finally:
         second.stop()
+
+
+def test_an_oversized_chat_body_is_413_before_it_is_parsed(stack, make_key) -> None:  # type: ignore[no-untyped-def]
+    huge = (
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * (51 * 1024 * 1024) + b'"}]}'
+    )
+    answer = httpx.post(
+        f"{stack.api_url}/v1/chat/completions",
+        content=huge,
+        headers={"Authorization": f"Bearer {make_key()}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
