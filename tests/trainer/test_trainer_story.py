@@ -108,7 +108,7 @@ def test_first_story_on_the_self_hosted_trainer(stack, make_key, story_trainer: 
             "dataset_id": dataset["id"],
             "models": [BASE, tune["id"]],
             "split": "train",
-            "max_items": 20,
+            "max_items": 40,
             "seed": 1,
             "generation": {"temperature": 0, "max_tokens": 64},
         },
@@ -123,7 +123,7 @@ def test_first_story_on_the_self_hosted_trainer(stack, make_key, story_trainer: 
     assert result["status"] == "completed", result
     scores = result["metrics"]
     base, tuned = scores[BASE]["char"]["rouge_l"]["value"], scores[tune["id"]]["char"]["rouge_l"]["value"]
-    print(f"ROUGE-L (characters) on 20 training questions: base {base:.2f}, tuned {tuned:.2f}")
+    print(f"ROUGE-L (characters) on 40 training questions: base {base:.2f}, tuned {tuned:.2f}")
     for item in result["items"][:3]:
         print(item["reference"][:60], [o["answer"][:60] for o in item["outputs"]])
     assert tuned > base, (base, tuned)
