@@ -14,8 +14,9 @@ its own that answers 200 at once and records when each `webhook-id` arrived. The
 2. latency: `--latency-events` events, one transaction each (a status change), at `--rate` per
    second; reports the time from each commit to its arrival.
 
-Every event goes to `--endpoints` endpoints of one project, all on the one receiver. The
-database is dropped and the processes stopped at the end."""
+Every event goes to `--endpoints` endpoints of one project, all on the one receiver (at
+`/hooks/N`); each delivery, an event at one endpoint, is counted and timed. The database is
+dropped and the processes stopped at the end."""
 
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def free_port() -> int:
 
 
 def receiver_main(port: int) -> None:
-    """Answers every POST with 204 at once and records `webhook-id` -> arrival time; `GET /`
-    returns the record as JSON."""
+    """Answers every POST with 204 at once and records `webhook-id path` (one delivery: an event
+    at one endpoint) -> first arrival time; `GET /` returns the record as JSON."""
     arrivals: dict[str, float] = {}
     posts = 0
 
@@ -68,7 +69,8 @@ def receiver_main(port: int) -> None:
                     await reader.readexactly(length)
                 if lines[0].startswith("POST"):
                     posts += 1
-                    arrivals.setdefault(headers.get("webhook-id", ""), now)
+                    path = lines[0].split(" ")[1]
+                    arrivals.setdefault(headers.get("webhook-id", "") + " " + path, now)
                     writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
                 else:
                     body = json.dumps({"posts": posts, "arrivals": arrivals}).encode()
@@ -179,6 +181,10 @@ def main() -> None:
                     session, project_id=project_id, url=f"http://127.0.0.1:{port}/hooks/{n}", events=None
                 )
 
+        def deliveries(event_ids: set[str]) -> dict[str, str]:
+            """Delivery key (as the receiver records it) -> its event id."""
+            return {f"{e} /hooks/{n}": e for e in event_ids for n in range(args.endpoints)}
+
         def emit(session: Session, index: int) -> str:
             return outbox.emit(
                 session,
@@ -189,7 +195,7 @@ def main() -> None:
 
         # Warm up: the workers have started and connected once the first delivery arrives.
         with session_scope() as session:
-            warm = {emit(session, -1)}
+            warm = set(deliveries({emit(session, -1)}))
         if warm - wait_received(port, warm, 120).keys():
             raise SystemExit(f"no delivery arrived; see {work / 'logs'}")
 
@@ -215,13 +221,14 @@ def main() -> None:
         out(f"emit: {len(committed) / (emitted - min(committed.values())):.0f} events/s committed")
         resumed = time.time()
         celery.control.add_consumer(webhook_queue, destination=senders, reply=True, timeout=5)
-        arrivals = wait_received(port, set(committed), 600)
-        missing = set(committed) - arrivals.keys()
-        last = max(arrivals[i] for i in committed if i in arrivals)
-        deliveries = (len(committed) - len(missing)) * args.endpoints
+        expected = deliveries(set(committed))
+        arrivals = wait_received(port, set(expected), 600)
+        missing = expected.keys() - arrivals.keys()
+        last = max(arrivals[k] for k in expected if k in arrivals)
+        sent = len(expected) - len(missing)
         out(
-            f"throughput: {deliveries} queued deliveries sent in {last - resumed:.2f} s = "
-            f"{deliveries / (last - resumed):.0f} deliveries/s; missing {len(missing)}"
+            f"throughput: {sent} queued deliveries sent in {last - resumed:.2f} s = "
+            f"{sent / (last - resumed):.0f} deliveries/s; missing {len(missing)}"
         )
 
         out(f"# latency: {args.latency_events} status changes at {args.rate:.0f}/s, one per transaction")
@@ -236,17 +243,18 @@ def main() -> None:
                 session.flush()
                 stamp = time.time()
             committed[event_id] = stamp
-        arrivals = wait_received(port, set(committed), 300)
-        missing = set(committed) - arrivals.keys()
-        latencies = [arrivals[i] - committed[i] for i in committed if i in arrivals]
+        expected = deliveries(set(committed))
+        arrivals = wait_received(port, set(expected), 300)
+        missing = expected.keys() - arrivals.keys()
+        latencies = [arrivals[k] - committed[e] for k, e in expected.items() if k in arrivals]
         out(
             f"latency (commit to arrival): p50 {statistics.median(latencies):.3f} s, "
             f"p95 {percentile(latencies, 95):.3f} s, p99 {percentile(latencies, 99):.3f} s, "
             f"max {max(latencies):.3f} s; missing {len(missing)}"
         )
         posts, _ = received(port)
-        expected = args.endpoints * (1 + args.events + args.latency_events)
-        out(f"requests received in all: {posts} (expected {expected})")
+        total = args.endpoints * (1 + args.events + args.latency_events)
+        out(f"requests received in all: {posts} (expected {total})")
     finally:
         for proc in procs:
             proc.terminate()
