@@ -23,8 +23,8 @@ from shared.datasets import service as datasets
 from shared.evals import service as evals
 from shared.providers import lifecycle
 from shared.queue import TaskName
+from shared.tunes import claims as tune_claims
 from shared.tunes import promote
-from shared.tunes import service as tunes
 from shared.webhooks import service as webhooks
 
 
@@ -55,8 +55,8 @@ def run_pass(session: Session, *, now: datetime, settings: Settings | None = Non
     # A submission or a dataset untouched this long lost its message or its worker.
     stale = now - timedelta(seconds=settings.stale_after_seconds)
     claimed = Claimed(
-        polls=tunes.due_polls(session, now=now, lease=lease, limit=poll_budget(settings)),
-        submissions=tunes.claim_stuck_submissions(session, now=now, older_than=stale),
+        polls=tune_claims.due_polls(session, now=now, lease=lease, limit=poll_budget(settings)),
+        submissions=tune_claims.claim_stuck_submissions(session, now=now, older_than=stale),
         datasets=datasets.claim_stale(session, now=now, older_than=stale),
         deliveries=webhooks.due_deliveries(session, now=now, lease=lease),
         evals=evals.claim_stale(session, now=now, older_than=stale),

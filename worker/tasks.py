@@ -17,7 +17,7 @@ from shared.datasets import service as datasets
 from shared.db import session_scope
 from shared.models import utcnow
 from shared.queue import TaskName
-from shared.tunes import service as tunes
+from shared.tunes import jobs as tune_jobs
 from shared.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
@@ -58,36 +58,36 @@ def submit_tune(tune_id: str) -> None:
             # Two transactions: the uploaded file id is committed before the job is created, so
             # a crash in between re-uses the upload instead of paying for it twice.
             with session_scope() as session:
-                if not tunes.upload_files(session, tune_id):
+                if not tune_jobs.upload_files(session, tune_id):
                     return
             with session_scope() as session:
-                tunes.create_job(session, tune_id)
+                tune_jobs.create_job(session, tune_id)
         except TRANSIENT as exc:
             # Counted in a transaction of its own: past the limit the tune fails with a reason.
             with session_scope() as session:
-                if tunes.submission_failed(session, tune_id, exc):
+                if tune_jobs.submission_failed(session, tune_id, exc):
                     return
-            wait = tunes.retry_after(exc)
+            wait = tune_jobs.retry_after(exc)
             if wait is not None:  # the provider said when to come back: not before
                 raise submit_tune.retry(exc=exc, countdown=min(wait, MAX_RETRY_AFTER)) from exc
             raise  # Celery backs off and retries; past max_retries the sweep starts it again
 
-    _guarded(f"submit:{tune_id}", work, lambda s: tunes.give_up(s, tune_id, "submitting it"))
+    _guarded(f"submit:{tune_id}", work, lambda s: tune_jobs.give_up(s, tune_id, "submitting it"))
 
 
 @app.task(name=TaskName.POLL_TUNE.value, max_retries=0, **COMMON)
 def poll_tune(tune_id: str) -> None:
     def work() -> None:
         with session_scope() as session:
-            tunes.poll(session, tune_id)
+            tune_jobs.poll(session, tune_id)
 
-    _guarded(f"poll:{tune_id}", work, lambda s: tunes.give_up(s, tune_id, "polling its job"))
+    _guarded(f"poll:{tune_id}", work, lambda s: tune_jobs.give_up(s, tune_id, "polling its job"))
 
 
 @app.task(name=TaskName.CONTROL_TUNE.value, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, **COMMON)
 def control_tune(tune_id: str, action: str) -> None:
     with session_scope() as session:
-        tunes.control_upstream(session, tune_id, action)
+        tune_jobs.control_upstream(session, tune_id, action)
 
 
 @app.task(name=TaskName.DELIVER_WEBHOOKS.value, max_retries=0, **COMMON)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 
 from api.deps import SessionDep
 from shared import providers
-from shared.tunes import service as tunes
+from shared.tunes import jobs as tune_jobs
 
 router = APIRouter(prefix="/v1/provider-webhooks", tags=["provider webhooks"])
 
@@ -18,5 +18,5 @@ async def openai_webhook(request: Request, session: SessionDep) -> dict[str, obj
     event = providers.verify_webhook(await request.body(), request.headers)
     tune_id = None
     if str(event.get("type", "")).startswith("fine_tuning.job."):
-        tune_id = tunes.nudge(session, provider_job_id=str(event["data"].get("id", "")))
+        tune_id = tune_jobs.nudge(session, provider_job_id=str(event["data"].get("id", "")))
     return {"received": True, "tune_id": tune_id}

@@ -11,7 +11,7 @@ from shared.chat import aliases
 from shared.errors import InvalidInput
 from shared.models import Tune
 from shared.tunes import service
-from shared.tunes.service import METADATA_KEY
+from shared.tunes.jobs import METADATA_KEY
 
 
 def retune(

@@ -10,7 +10,7 @@ from openai import OpenAI
 from shared.db import session_scope
 from shared.ids import new_id
 from shared.models import Dataset, Tune
-from shared.tunes import service as tunes
+from shared.tunes import jobs as tune_jobs
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
 
@@ -40,15 +40,15 @@ def test_a_job_created_earlier_is_adopted_not_duplicated(stack, make_key) -> Non
             )
         )
     earlier = sandbox.fine_tuning.jobs.create(
-        model="gpt-4o-mini", training_file=file_id, metadata={tunes.METADATA_KEY: tune_id}
+        model="gpt-4o-mini", training_file=file_id, metadata={tune_jobs.METADATA_KEY: tune_id}
     )
 
     with session_scope() as session:
-        tunes.create_job(session, tune_id)
+        tune_jobs.create_job(session, tune_id)
     with session_scope() as session:
         tune = session.get(Tune, tune_id)
         assert tune is not None and tune.provider_job_id == earlier.id
-    matching = sandbox.fine_tuning.jobs.list(metadata={tunes.METADATA_KEY: tune_id}).data
+    matching = sandbox.fine_tuning.jobs.list(metadata={tune_jobs.METADATA_KEY: tune_id}).data
     assert [job.id for job in matching] == [earlier.id]
 
 
@@ -74,7 +74,7 @@ def test_a_file_uploaded_earlier_is_adopted_not_uploaded_again(stack, make_key) 
             )
         )
     with session_scope() as session:
-        assert tunes.upload_files(session, tune_id)
+        assert tune_jobs.upload_files(session, tune_id)
     with session_scope() as session:
         tune = session.get(Tune, tune_id)
         assert tune is not None and tune.provider_file_id == earlier.id

@@ -1,5 +1,5 @@
 """The sweep's poll claims against real Postgres: the provider budget per pass, most overdue
-first, leases, and two schedulers claiming at once (shared/scheduler.py, tunes.due_polls).
+first, leases, and two schedulers claiming at once (shared/scheduler.py, tune_claims.due_polls).
 
 These tests get a database of their own: `due_polls` claims across all projects, and the
 session database has a live scheduler (the e2e stack's beat) sweeping it, so counting only our
@@ -29,7 +29,7 @@ from shared.migrate import alembic_config
 from shared.models import Dataset, Project, Tune
 from shared.queue import TaskName
 from shared.scheduler import poll_budget, run_pass
-from shared.tunes import service as tunes
+from shared.tunes import claims as tune_claims
 from tests.conftest import ADMIN_URL, RUN_ID
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -179,16 +179,16 @@ def test_the_lease_keeps_a_claimed_tune_until_it_runs_out(engine: Engine, datase
 def test_a_second_claimer_skips_the_rows_the_first_holds(engine: Engine, dataset: str) -> None:
     overdue = add_tunes(engine, dataset, [-(i + 1) for i in range(20)])[::-1]
     with Session(engine) as first, Session(engine) as second:
-        held = tunes.due_polls(first, now=NOW, lease=LEASE, limit=8)  # locked until `first` commits
+        held = tune_claims.due_polls(first, now=NOW, lease=LEASE, limit=8)  # locked until `first` commits
         # Waiting on `first` instead of skipping its rows would fail here rather than hang.
         second.execute(text("SET LOCAL lock_timeout = '2s'"))
-        skipped = tunes.due_polls(second, now=NOW, lease=LEASE, limit=8)
+        skipped = tune_claims.due_polls(second, now=NOW, lease=LEASE, limit=8)
         first.commit()
         second.commit()
     assert held == overdue[:8]
     assert skipped == overdue[8:16]
     with Session(engine) as third:
-        assert tunes.due_polls(third, now=NOW, lease=LEASE, limit=8) == overdue[16:]
+        assert tune_claims.due_polls(third, now=NOW, lease=LEASE, limit=8) == overdue[16:]
         third.commit()
 
 
