@@ -139,6 +139,9 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=4.0, help="measured seconds per cell")
     p.add_argument("--litellm-workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--tuneforge-workers", type=int, default=1, help="`tuneforge api --workers` (py-spy profiles only 1)"
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the Tuneforge API under c32 load")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
@@ -171,7 +174,7 @@ def main() -> None:
                 wait_http(f"http://127.0.0.1:{port}/", proc, 30)
                 targets.append(Target(name, f"http://127.0.0.1:{port}", proc))
             elif name == "tuneforge":
-                tuneforge = Tuneforge(up_url + "/v1", work)
+                tuneforge = Tuneforge(up_url + "/v1", work, args.tuneforge_workers)
                 tuneforge.start(log_dir)
                 out(f"tuneforge: calling {tuneforge.alias_note}")
                 targets.append(Target(name, tuneforge.url, tuneforge.api, tuneforge.model, tuneforge.key))
@@ -320,7 +323,8 @@ def report(targets, results, checks, args, tuneforge, usage_line) -> None:  # ty
     out(f"command: {' '.join(sys.argv)}; load average before the run: {LOADAVG}")
     out(
         f"\nwarm-up {args.warmup:g} s, measured {args.duration:g} s per cell; {os.cpu_count()} CPUs; "
-        f"litellm --num_workers {args.litellm_workers}; logs in {targets[0].proc.log.parent}"
+        f"litellm --num_workers {args.litellm_workers}; "
+        f"tuneforge api --workers {args.tuneforge_workers}; logs in {targets[0].proc.log.parent}"
     )
 
 

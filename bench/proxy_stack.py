@@ -142,12 +142,13 @@ def http_json(method: str, url: str, token: str | None, body: Any = None) -> tup
 
 class Tuneforge:
     """`tuneforge api` on a throwaway database, with per-key limits on (set far above the load, so
-    every request pays for the Redis check and none is refused) and the fake upstream as its
+    every request goes through the limiter and none is refused) and the fake upstream as its
     provider (the sandbox provider, whose base URL is TUNEFORGE_OPENAI_BASE_URL)."""
 
     PROJECT = "bench-proxy"
 
-    def __init__(self, upstream_base: str, work: Path) -> None:
+    def __init__(self, upstream_base: str, work: Path, workers: int = 1) -> None:
+        self.workers = workers
         run = uuid.uuid4().hex[:10]
         self.db_name = f"tuneforge_bench_proxy_{run}"
         self.env = {
@@ -196,7 +197,8 @@ class Tuneforge:
         self.key = created.stdout.strip().splitlines()[-1]
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        api = Proc("tuneforge-api", [*cli, "api", "--port", str(port)], log_dir, self.env)
+        command = [*cli, "api", "--port", str(port), "--workers", str(self.workers)]
+        api = Proc("tuneforge-api", command, log_dir, self.env)
         self.procs.append(api)
         # Usage batches may be handed to Celery; a worker drains them as a deployment would.
         self.procs.append(Proc("tuneforge-worker", [*cli, "worker", "--concurrency", "1"], log_dir, self.env))

@@ -30,6 +30,9 @@ def _api(args: argparse.Namespace) -> None:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level="info",
+        # One process runs Python on one core; more processes share the port. Each keeps its
+        # own caches; limits and alias changes are shared through Redis (README, Chat gateway).
+        workers=getattr(args, "workers", None) or settings.api_workers,
     )
 
 
@@ -189,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--host")
         cmd.add_argument("--port", type=int)
         cmd.set_defaults(func=func)
+        if name == "api":
+            cmd.add_argument("--workers", type=int, help="API processes (default TUNEFORGE_API_WORKERS, 1)")
         if name == "sandbox":
             cmd.add_argument(
                 "--flavor",

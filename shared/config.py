@@ -78,6 +78,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Processes of `tuneforge api`; above 1, chat limits need Redis to be shared between them.
+    api_workers: int = Field(default=1, ge=1)
 
     poll_interval_seconds: float = 5.0
     scheduler_interval_seconds: float = 1.0
