@@ -1,7 +1,8 @@
 """The chat hot path: authenticate, admit, resolve, forward, account (DESIGN.md §10).
 
-Warm, a request costs one Redis round trip (limits + alias generation) and the upstream call;
-keys and resolved models come from per-process caches and usage is written in batches. The body
+Warm, most requests make no database or Redis round trip, only the upstream call: keys and
+resolved models come from per-process caches (lookups), request limits from leases (limits),
+and usage is written in batches (accounting). The body
 is passed through untouched except for `model` (and `stream_options.include_usage`, which is
 turned on upstream so every stream can be accounted; the usage chunk is dropped again for a
 client that did not ask for it)."""
@@ -104,9 +105,7 @@ async def open_exchange(token: str | None, raw: bytes) -> Exchange:
     provider = body.pop("provider", None)
     if provider is not None and (not isinstance(provider, str) or not provider):
         raise InvalidInput("'provider' must be a provider name.", code="invalid_provider", param="provider")
-    resolution = await lookups.resolution_for(
-        caller.project_id, body["model"], admission.generation, provider
-    )
+    resolution = await lookups.resolution_for(caller.project_id, body["model"], provider)
     user = body.get("user")
     route = routing.pick(resolution, user if isinstance(user, str) else None)
     upstream_body = {**body, "model": route.upstream_model}

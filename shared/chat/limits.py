@@ -50,7 +50,6 @@ return {grant, used}
 
 @dataclass(frozen=True)
 class Admission:
-    generation: int
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -153,10 +152,7 @@ class RedisLimiter(_Counting):
             if state.used >= state.leased:
                 await self._take_lease(caller, state, rpm, now)
             state.used += 1
-        return Admission(
-            generation=lookups.local_generation(caller.project_id),
-            headers=_headers(caller, state.requests_counted, state.tokens, now),
-        )
+        return Admission(headers=_headers(caller, state.requests_counted, state.tokens, now))
 
     async def _take_lease(self, caller: Caller, state: _Window, rpm: int, now: float) -> None:
         async with state.lock:
@@ -243,10 +239,7 @@ class LocalLimiter(_Counting):
                 raise _refuse("requests", caller, state.used, state.tokens, now)
             state.used += 1
             state.leased = state.counted = state.used
-        return Admission(
-            generation=lookups.local_generation(caller.project_id),
-            headers=_headers(caller, state.used, state.tokens, now),
-        )
+        return Admission(headers=_headers(caller, state.used, state.tokens, now))
 
     async def close(self) -> None:
         return None

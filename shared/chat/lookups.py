@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import redis
 from sqlalchemy.orm import Session
 
-from shared import auth, crypto, db
+from shared import auth, db
 from shared.chat import routing
 from shared.config import get_settings
 from shared.models import ApiKey
@@ -156,9 +156,9 @@ async def caller_for(token: str | None) -> Caller:
     return await _once(("key", token), lambda: load_caller(token))
 
 
-async def resolution_for(
-    project_id: str, model: str, generation: int, provider: str | None = None
-) -> routing.Resolution:
+async def resolution_for(project_id: str, model: str, provider: str | None = None) -> routing.Resolution:
+    # Read before any lookup, so a change committed during it is not hidden behind the result.
+    generation = local_generation(project_id)
     key = f"{model}\0{provider}" if provider else model
     resolution = cached_resolution(project_id, key, generation)
     if resolution is not None:
@@ -180,9 +180,3 @@ def _bounded(cache: dict) -> None:  # type: ignore[type-arg]
     # the cache without limit (failed lookups are never cached, but be safe).
     if len(cache) >= _MAX_ENTRIES:
         cache.clear()
-
-
-def forget_key_hash(key_hash: str) -> None:
-    """Drop a revoked key from this process at once (other processes within chat_cache_seconds)."""
-    for token in [t for t in _callers if crypto.hash_api_key(t) == key_hash]:
-        _callers.pop(token, None)
