@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 
 from sandbox import ids
 from sandbox.completion import ChatRequest, Completion
@@ -177,12 +178,15 @@ def _stream(head: dict[str, Any], completion: Completion, n: int, include_usage:
     yield "data: [DONE]\n\n"
 
 
-def _counted(chunks: Iterator[str], ended: Callable[[bool], None]) -> Iterator[str]:
-    """Tell the store whether the stream was read to the end or its client left (the server
-    closes the generator then), so tests can see a proxy hang up upstream."""
+async def _counted(chunks: Iterator[str], ended: Callable[[bool], None]) -> AsyncIterator[str]:
+    """Tell the store whether the stream was read to the end or its client left, so tests can
+    see a proxy hang up upstream. Async, so that when the server cancels the response on a
+    disconnect the cancellation lands in this frame (waiting for the next chunk) and `finally`
+    runs at once, not whenever the garbage collector reaches an abandoned sync generator."""
     completed = False
     try:
-        yield from chunks
+        async for chunk in iterate_in_threadpool(chunks):
+            yield chunk
         completed = True
     finally:
         ended(completed)
