@@ -18,7 +18,7 @@ import orjson
 from shared.chat import accounting, limits, lookups, routing, transport, upstream
 from shared.chat.lookups import Caller
 from shared.chat.routing import Route
-from shared.errors import InvalidInput, UpstreamError
+from shared.errors import InvalidInput
 
 
 def parse(raw: bytes) -> dict[str, Any]:
@@ -131,6 +131,3 @@ async def close_all() -> None:
     accounting.recorder.flush()
     await upstream.close_all()
     await limits.get_limiter().close()
-
-
-__all__ = ["Exchange", "UpstreamError", "close_all", "open_exchange", "parse"]

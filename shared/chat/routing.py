@@ -39,7 +39,6 @@ class Resolution:
     routes: tuple[Route, ...]
     weights: tuple[int, ...]
     alias: str | None = None
-    alias_version: int | None = None
 
 
 def _model_not_found(model: str) -> NotFound:
@@ -115,9 +114,7 @@ def lookup(session: Session, *, project_id: str, model: str, provider: str | Non
             )
         )
         weights.append(int(target.get("weight", 1)))
-    return Resolution(
-        routes=tuple(routes), weights=tuple(weights), alias=alias.name, alias_version=alias.version
-    )
+    return Resolution(routes=tuple(routes), weights=tuple(weights), alias=alias.name)
 
 
 def pick(resolution: Resolution, user: str | None = None) -> Route:
