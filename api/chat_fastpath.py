@@ -19,6 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors
+from api.access_log import AccessLog
 from shared.chat import gateway
 from shared.config import get_settings
 from shared.errors import DomainError, PayloadTooLarge
@@ -33,11 +34,15 @@ _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")
 class ChatFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._chat: ASGIApp = AccessLog(self._serve) if get_settings().chat_access_log else self._serve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        await self._chat(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Everything that can fail before the answer starts is answered in OpenAI's envelope;
         # a stream that breaks later can only be cut (the server logs it).
         try:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from api import errors
+from api.access_log import AccessLog
 from api.chat_fastpath import ChatFastPath
 from api.idempotency import IdempotencyMiddleware
 from api.routes import (
@@ -49,4 +50,4 @@ def create_app() -> ASGIApp:
     app.add_middleware(IdempotencyMiddleware)
     for module in (health, datasets, tunes, webhooks, provider_webhooks, chat, aliases, evals, providers):
         app.include_router(module.router)
-    return ChatFastPath(app)
+    return ChatFastPath(AccessLog(app))

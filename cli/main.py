@@ -30,6 +30,7 @@ def _api(args: argparse.Namespace) -> None:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level="info",
+        access_log=False,  # api/access_log.py writes it, chat requests only when asked
         # One process runs Python on one core; more processes share the port. Each keeps its
         # own caches; limits and alias changes are shared through Redis (README, Chat gateway).
         workers=getattr(args, "workers", None) or settings.api_workers,

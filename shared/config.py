@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     chat_upstream_max_connections: int = Field(default=256, ge=1)
     # Larger chat request bodies get 413 (images sent inline as base64 make bodies big).
     chat_max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # One access-log line per chat request (api/access_log.py). Off: at gateway rates the lines
+    # cost CPU and disk, and usage (GET /v1/usage) and per-alias request logs already count it.
+    chat_access_log: bool = False
 
     @field_validator(
         "webhook_allowed_hosts", "webhook_allowed_ports", "provider_allowed_hosts", mode="before"

@@ -95,46 +95,66 @@ _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
 
 class EventReader:
-    """Splits an SSE byte stream into whole events as they complete, picks out `usage`, drops
-    the usage-only chunk unless the client asked for it, and (for request logs) joins the text."""
+    """Finds `usage` in an SSE byte stream as it passes, drops the usage-only chunk unless the
+    client asked for it, and (for request logs) joins the text.
+
+    Only the rare event that carries a usage object is parsed; every other byte goes on as it
+    came. Bytes after the last complete event wait in `_tail`: when the client wants usage they
+    have already been passed on and are kept only so a usage object cut between two reads is
+    still found; otherwise they are held back until their event is complete (it might be the
+    usage-only chunk, which is dropped)."""
 
     def __init__(self, *, keep_usage: bool, collect_text: bool) -> None:
         self.keep_usage = keep_usage
         self.collect_text = collect_text
         self.usage: dict[str, Any] | None = None
         self._parts: list[str] = []
-        self._buffer = b""
+        self._tail = b""
 
     @property
     def text(self) -> str:
         return "".join(self._parts)
 
+    @property
+    def _passes_through(self) -> bool:
+        return self.keep_usage and not self.collect_text
+
     def feed(self, chunk: bytes) -> bytes:
-        if (
-            not self._buffer
-            and not self.collect_text
-            and chunk.endswith(b"\n\n")
-            and not _USAGE.search(chunk)
-        ):
-            return chunk  # whole events and none carries usage: pass the bytes on as they came
-        buffer = self._buffer + chunk
-        sep = b"\r\n\r\n" if b"\r\n\r\n" in buffer else b"\n\n"
-        if sep not in buffer:
-            self._buffer = buffer
-            return b""
-        *events, self._buffer = buffer.split(sep)
-        out = [event + sep for event in events if self._keep(event)]
-        return b"".join(out)
+        data = self._tail + chunk if self._tail else chunk
+        end = _start_before(data, len(data))
+        complete, self._tail = data[:end], data[end:]
+        if complete:
+            complete = self._complete(complete)
+        if self._passes_through:
+            if len(self._tail) > _MAX_TAIL:
+                self._tail = b""  # an upstream that never ends an event: stop looking for usage
+            return chunk
+        return complete
 
     def flush(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        if not rest.strip():
-            return rest
-        return rest if self._keep(rest) else b""
+        rest, self._tail = self._tail, b""
+        kept = self._complete(rest) if rest.strip() else rest
+        return b"" if self._passes_through else kept
+
+    def _complete(self, events: bytes) -> bytes:
+        """Whole events in, the ones to forward out."""
+        if self.collect_text:
+            return b"".join(event for event in _split(events) if self._keep(event))
+        out, done, read = [], 0, 0
+        for match in _USAGE.finditer(events):
+            if match.start() < read:
+                continue  # inside an event already read
+            start = _start_before(events, match.start())
+            read = _end_after(events, match.start())
+            if not self._keep(events[start:read]):
+                out.append(events[done:start])
+                done = read
+        if not out:
+            return events
+        out.append(events[done:])
+        return b"".join(out)
 
     def _keep(self, event: bytes) -> bool:
-        if not (self.collect_text or _USAGE.search(event)):
-            return True
         data = _data(event)
         if not isinstance(data, dict):
             return True
@@ -149,6 +169,30 @@ class EventReader:
             if not self.keep_usage and not data.get("choices"):
                 return False
         return True
+
+
+# An event ends with a blank line: "\n\n", or "\r\n\r\n" whose last three bytes are "\n\r\n".
+_EVENT_ENDS = ((b"\n\n", 2), (b"\n\r\n", 3))
+_MAX_TAIL = 1024 * 1024
+
+
+def _start_before(data: bytes, at: int) -> int:
+    """Where the event holding byte `at` starts (the end of the one before it), or 0."""
+    return max((i + n for sep, n in _EVENT_ENDS if (i := data.rfind(sep, 0, at)) >= 0), default=0)
+
+
+def _end_after(data: bytes, at: int) -> int:
+    """Where the event holding byte `at` ends, its blank line included (or the data's end)."""
+    return min((i + n for sep, n in _EVENT_ENDS if (i := data.find(sep, at)) >= 0), default=len(data))
+
+
+def _split(events: bytes) -> list[bytes]:
+    out, start = [], 0
+    while start < len(events):
+        stop = _end_after(events, start)
+        out.append(events[start:stop])
+        start = stop
+    return out
 
 
 def _data(event: bytes) -> Any:
