@@ -172,18 +172,19 @@ class EventReader:
 
 
 # An event ends with a blank line: "\n\n", or "\r\n\r\n" whose last three bytes are "\n\r\n".
-_EVENT_ENDS = ((b"\n\n", 2), (b"\n\r\n", 3))
 _MAX_TAIL = 1024 * 1024
 
 
 def _start_before(data: bytes, at: int) -> int:
     """Where the event holding byte `at` starts (the end of the one before it), or 0."""
-    return max((i + n for sep, n in _EVENT_ENDS if (i := data.rfind(sep, 0, at)) >= 0), default=0)
+    lf, crlf = data.rfind(b"\n\n", 0, at), data.rfind(b"\n\r\n", 0, at)  # once per read: no genexpr
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
 def _end_after(data: bytes, at: int) -> int:
     """Where the event holding byte `at` ends, its blank line included (or the data's end)."""
-    return min((i + n for sep, n in _EVENT_ENDS if (i := data.find(sep, at)) >= 0), default=len(data))
+    lf, crlf = data.find(b"\n\n", at), data.find(b"\n\r\n", at)
+    return min(lf + 2 if lf >= 0 else len(data), crlf + 3 if crlf >= 0 else len(data))
 
 
 def _split(events: bytes) -> list[bytes]:
