@@ -142,15 +142,19 @@ def _normalise_chunk(texts: Sequence[str], lengths: list[int]) -> list[bytes]:
     units = np.frombuffer(joined.encode(UTF16, "surrogatepass"), dtype=np.uint16)
     if len(units) != len(joined):  # characters beyond the BMP take two units each
         lengths = [len(text.encode(UTF16, "surrogatepass")) // 2 for text in texts]
-    bounds = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=bounds[1:])
+    sizes = np.array(lengths, dtype=np.int64)
     mapped = table.take(units)
     keep = mapped != 0
     kept = mapped[keep]
-    # Where each string's units start and end in `kept`.
-    running = np.zeros(len(units) + 1, dtype=np.int64)
-    np.cumsum(keep, out=running[1:])
-    kept_bounds = running[bounds]
+    # How many units each string keeps, summed per string: reduceat needs increasing starts
+    # inside the array, so empty strings (keeping nothing) are left out of it.
+    counts = np.zeros(len(texts), dtype=np.int64)
+    filled = np.flatnonzero(sizes)
+    if len(filled):
+        starts = np.cumsum(sizes) - sizes
+        counts[filled] = np.add.reduceat(keep.view(np.uint8), starts[filled], dtype=np.int64)
+    kept_bounds = np.zeros(len(texts) + 1, dtype=np.int64)  # where each string starts in `kept`
+    np.cumsum(counts, out=kept_bounds[1:])
     edges = (kept_bounds * 2).tolist()
     data = kept.tobytes()
     result = [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, BinaryIO
 
@@ -45,6 +46,8 @@ class Output:
         self.no_user = 0
         self.train_lines: list[bytes] = []
         self.validation_lines: list[bytes] = []
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[None] | None = None
 
     def write(
         self, examples: list[dict[str, Any]], counts: list[int], roles: list[tuple[str, ...] | None]
@@ -80,11 +83,36 @@ class Output:
                 self.train_tokens.add(tokens)
 
     def flush(self) -> None:
-        """One write per output and batch: a system call per 8 KiB line buffer costs as much as the
-        JSON encoding."""
-        if self.train_lines:
-            self.train_out.write(b"".join(self.train_lines))
-            self.train_lines.clear()
-        if self.validation_lines:
-            self.validation_out.write(b"".join(self.validation_lines))
-            self.validation_lines.clear()
+        """Hand the queued lines to a writer thread, one write per output and batch (a system
+        call per 8 KiB line buffer costs as much as the JSON encoding). Joining and writing a
+        batch (a copy into the page cache, a tenth of the main thread's time at 2 M rows) then
+        runs beside the next batch, without the GIL for the system call. One batch is in
+        flight at a time, so the order is kept and memory bounded."""
+        train, validation = self.train_lines, self.validation_lines
+        if not train and not validation:
+            return
+        self.train_lines, self.validation_lines = [], []
+        self._wait()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="dataset-write")
+        self._writing = self._writer.submit(self._write, train, validation)
+
+    def _write(self, train: list[bytes], validation: list[bytes]) -> None:
+        if train:
+            self.train_out.write(b"".join(train))
+        if validation:
+            self.validation_out.write(b"".join(validation))
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()  # a failed write (a full disk) fails the run
+
+    def close(self) -> None:
+        """Wait for the last write; call it before the outputs are closed or read."""
+        try:
+            self._wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None

@@ -166,6 +166,7 @@ def prepare(
             )
             return run.finish(n_epochs)
     finally:
+        run.output.close()
         run.counter.close()
 
 
@@ -432,6 +433,7 @@ class _Run:
             )
             self.output.flush()
         self.reservoir.clear()
+        self.output.close()
         report.examples = report.train_examples + report.validation_examples
         report.errors = self.errors.errors
         report.errors_total = report.skipped = self.errors.total

@@ -185,6 +185,7 @@ def test_normalise_many_is_normalise_text() -> None:
     texts += ["각\u11a8", "가\u11a8", "\u1100\u1161", "x\U0010ffff", "长" * 300_000]  # over one chunk
     plane = [chr(code) for code in range(0x10000)]
     texts += plane + ["가" + ch + "a" for ch in plane] + ["A" + ch + "\u0301" for ch in plane]
+    texts += ["", "", "，", "", "a", "", ""]  # empty strings together and last
     expected = [normalise_text(text).encode("utf-16-le", "surrogatepass") for text in texts]
     assert normalise.normalise_many(texts) == expected
     assert normalise.normalise_many(texts[::-1]) == expected[::-1]

@@ -337,3 +337,30 @@ def test_bad_arguments_raise_before_reading(kwargs: dict, param: str) -> None:
     with pytest.raises(InvalidInput) as err:
         run(jsonl(qa(1)), **kwargs)
     assert err.value.param == param
+
+
+class FullDisk(io.BytesIO):
+    """An output that takes `room` bytes, then fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_failed_write_fails_the_run_and_leaves_no_writer_thread() -> None:
+    import threading
+
+    rows = jsonl(*[qa(i) for i in range(3000)])
+    with pytest.raises(OSError, match="No space left"):
+        prepare(io.BytesIO(rows), train_out=FullDisk(50_000), validation_out=io.BytesIO(), batch_rows=100)
+    assert not [t for t in threading.enumerate() if t.name.startswith("dataset-write")]
+    # The same rows with room enough: every batch arrives, in order.
+    train = FullDisk(10**8)
+    report = prepare(io.BytesIO(rows), train_out=train, validation_out=io.BytesIO(), batch_rows=100)
+    written = [json.loads(line)["messages"][0]["content"] for line in train.getvalue().splitlines()]
+    assert report.train_examples == 3000 and written == [qa(i)["questions"] for i in range(3000)]
