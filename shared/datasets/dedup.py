@@ -14,13 +14,14 @@ examples, under 3 in a million.
 The first occurrence is kept; later ones are counted and dropped.
 
 Examples of the common shape (`plain_messages`) can be classified a batch at a time
-(`duplicates_of_plain`): with numpy, their strings are normalised together (normalise.py).
+(`duplicates_of_plain`): with numpy, their strings are normalised together (normalise.py) and
+their fingerprints kept in sorted runs (sorted_runs.py: 16 bytes an example, looked up a batch at
+a time).
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -28,7 +29,10 @@ from typing import Any
 import orjson
 
 from shared.datasets import normalise
-from shared.datasets.normalise import normalise_text
+from shared.datasets.normalise import normalise_text, np
+
+if np is not None:
+    from shared.datasets.sorted_runs import SortedRuns
 
 __all__ = ["Deduplicator", "FingerprintMap", "FingerprintSet", "Plain", "normalise_text", "plain_messages"]
 
@@ -229,6 +233,7 @@ class Deduplicator:
         self.exact = 0
         self.normalised = 0
         self.batched = normalise.batched() if batched is None else batched
+        self.plain_first = SortedRuns() if self.batched else None
         # Normalised text of recent strings (a shared system prompt repeats on every row), in two
         # bounded generations like the token-length cache; one string at a time only.
         self._young: dict[str, str] = {}
@@ -237,7 +242,8 @@ class Deduplicator:
 
     @property
     def nbytes(self) -> int:
-        return self.first.nbytes + self.variants.nbytes
+        runs = self.plain_first.nbytes if self.plain_first is not None else 0
+        return self.first.nbytes + self.variants.nbytes + runs
 
     def duplicate(self, example: dict[str, Any]) -> str | None:
         """None for a new example (now remembered), else "exact" or "normalised"."""
@@ -255,16 +261,13 @@ class Deduplicator:
         """`duplicate_of` for examples of the common shape, given as their `plain_messages`, in
         order. They are fingerprinted from their strings' own (keyed) hashes, without writing
         them out as JSON; the salts keep these apart from the byte fingerprints."""
-        normalised_of: Callable[[str], Any]
         if self.batched:
-            texts = list(dict.fromkeys(chain.from_iterable(map(itemgetter(1), plains))))
-            normalised_of = dict(zip(texts, normalise.normalise_many(texts), strict=True)).__getitem__
-        else:
-            young, normalise_one = self._young, self._normalise
+            return self._batch_of_plain(plains)
+        young, normalise_one = self._young, self._normalise
 
-            def normalised_of(text: str) -> str:
-                # ("" is falsy, so an empty normalisation is simply worked out again.)
-                return young.get(text) or normalise_one(text)
+        def normalised_of(text: str) -> str:
+            # ("" is falsy, so an empty normalisation is simply worked out again.)
+            return young.get(text) or normalise_one(text)
 
         classify, verdicts = self._classify, []
         for plain in plains:
@@ -273,15 +276,45 @@ class Deduplicator:
             verdicts.append(classify(exact, ((hash(key) ^ _PLAIN_NORMALISED_SALT) & _MASK64) or 1))
         return verdicts
 
-    def _classify(self, exact: int, normalised: int) -> str | None:
-        first = self.first.setdefault(normalised, exact)
-        if first == _EMPTY:
-            return None
+    def _batch_of_plain(self, plains: list[Plain]) -> list[str | None]:
+        """`duplicates_of_plain` with numpy: the batch's strings normalised together, and its
+        fingerprints looked up and added together (sorted_runs.py); only the rare duplicates
+        take a step each, in input order. Plain examples are never duplicates of other shapes,
+        so they keep their own table (`plain_first`)."""
+        texts = list(dict.fromkeys(chain.from_iterable(map(itemgetter(1), plains))))
+        normalised_of = dict(zip(texts, normalise.normalise_many(texts), strict=True)).__getitem__
+        exact = np.array([((hash(plain) ^ _PLAIN_SALT) & _MASK64) or 1 for plain in plains], dtype=np.uint64)
+        normalised = np.array(
+            [
+                ((hash((roles, tuple(map(normalised_of, contents)))) ^ _PLAIN_NORMALISED_SALT) & _MASK64) or 1
+                for roles, contents in plains
+            ],
+            dtype=np.uint64,
+        )
+        held, held_exact = self.plain_first.lookup(normalised)
+        _, first_index, inverse = np.unique(normalised, return_index=True, return_inverse=True)
+        first_in_batch = first_index[inverse]
+        new = ~held & (first_in_batch == np.arange(len(plains)))
+        self.plain_first.add(normalised[new], exact[new])
+        verdicts: list[str | None] = [None] * len(plains)
+        for i in np.flatnonzero(~new).tolist():
+            first = held_exact[i] if held[i] else exact[first_in_batch[i]]
+            verdicts[i] = self._verdict(int(first), int(exact[i]))
+        return verdicts
+
+    def _verdict(self, first: int, exact: int) -> str:
+        """A repeat of a normalised fingerprint whose first occurrence had `first`."""
         if first == exact or not self.variants.add(exact):
             self.exact += 1
             return "exact"
         self.normalised += 1
         return "normalised"
+
+    def _classify(self, exact: int, normalised: int) -> str | None:
+        first = self.first.setdefault(normalised, exact)
+        if first == _EMPTY:
+            return None
+        return self._verdict(first, exact)
 
     def _normalise(self, text: str) -> str:
         """`normalise_text` through the cache, for a string the young generation lacks."""

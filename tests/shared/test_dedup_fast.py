@@ -212,3 +212,53 @@ def test_the_batch_table_folds_only_what_needs_no_context() -> None:
             assert unicodedata.normalize("NFKC", ch) == ch and not unicodedata.combining(ch), hex(code)
             assert code not in seconds, hex(code)
     assert all(table[code] == normalise._HARD for code in range(0xD800, 0xE000))
+
+
+def test_plain_batches_of_any_size_classify_as_the_definition() -> None:
+    """Long batches (repeats inside one batch) and many of them (runs merging), as the pipeline
+    sends them."""
+    pytest.importorskip("numpy", reason="numpy (the [fast] extra) is not installed")
+    rng = random.Random(9)
+    base = [
+        {
+            "messages": [
+                {"role": "user", "content": random_text(rng) or "q"},
+                {"role": "assistant", "content": "答"},
+            ]
+        }
+        for _ in range(2000)
+    ]
+    stream = [
+        rng.choice(base) if rng.random() < 0.2 else variant(rng.choice(base), rng) for _ in range(12_000)
+    ]
+    plains = [plain_messages(example) for example in stream]
+    dedup, got, start = Deduplicator(batched=True), [], 0
+    while start < len(plains):
+        size = rng.choice([1, 2, 7, 64, 500, 2048])
+        got += dedup.duplicates_of_plain(plains[start : start + size])
+        start += size
+    exact: set[bytes] = set()
+    normalised: set[bytes] = set()
+    assert got == [reference_duplicate(exact, normalised, example) for example in stream]
+    assert got.count("exact") > 1000 and got.count("normalised") > 1000
+
+
+def test_sorted_runs_hold_what_a_dict_holds() -> None:
+    np = pytest.importorskip("numpy", reason="numpy (the [fast] extra) is not installed")
+    from shared.datasets.sorted_runs import SortedRuns
+
+    rng = random.Random(3)
+    runs, reference = SortedRuns(), {}
+    for _ in range(300):
+        fresh = {rng.getrandbits(64): rng.getrandbits(64) for _ in range(rng.choice([1, 5, 40, 300]))}
+        fresh = {k: v for k, v in fresh.items() if k not in reference}
+        probe = list(fresh) + rng.sample(sorted(reference), min(20, len(reference))) + [rng.getrandbits(64)]
+        found, values = runs.lookup(np.array(probe, dtype=np.uint64))
+        assert found.tolist() == [k in reference for k in probe]
+        assert [int(v) for v, f in zip(values, found, strict=True) if f] == [
+            reference[k] for k in probe if k in reference
+        ]
+        runs.add(np.array(list(fresh), dtype=np.uint64), np.array(list(fresh.values()), dtype=np.uint64))
+        reference.update(fresh)
+    assert len(runs) == len(reference) and runs.nbytes == 16 * len(reference)
+    assert len(runs._runs) <= 2 * len(reference).bit_length()
