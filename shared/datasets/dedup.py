@@ -291,14 +291,15 @@ class Deduplicator:
             ],
             dtype=np.uint64,
         )
-        held, held_exact = self.plain_first.lookup(normalised)
-        _, first_index, inverse = np.unique(normalised, return_index=True, return_inverse=True)
+        # The distinct fingerprints come out sorted, which makes the lookups cache-friendly.
+        distinct, first_index, inverse = np.unique(normalised, return_index=True, return_inverse=True)
+        held, held_exact = self.plain_first.lookup(distinct)
         first_in_batch = first_index[inverse]
-        new = ~held & (first_in_batch == np.arange(len(plains)))
-        self.plain_first.add(normalised[new], exact[new])
+        self.plain_first.add(distinct[~held], exact[first_index[~held]])
+        new = ~held[inverse] & (first_in_batch == np.arange(len(plains)))
         verdicts: list[str | None] = [None] * len(plains)
         for i in np.flatnonzero(~new).tolist():
-            first = held_exact[i] if held[i] else exact[first_in_batch[i]]
+            first = held_exact[inverse[i]] if held[inverse[i]] else exact[first_in_batch[i]]
             verdicts[i] = self._verdict(int(first), int(exact[i]))
         return verdicts
 

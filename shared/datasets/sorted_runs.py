@@ -2,17 +2,21 @@
 `[fast]` extra), for dedup's batched road (dedup.py).
 
 The keys live in sorted runs (a log-structured layout): each batch of new keys becomes a run, and
-a run merges into the one before it while that one is at most twice its size, so there are about
-log2(keys / batch) runs and every key is moved about that many times in all. Looking up a batch is
-one `searchsorted` per run. 16 bytes per key, against 32 for the open-addressing table one probe
-at a time (FingerprintMap), and no Python step per key: that probe loop was a tenth of the
-pipeline's main thread."""
+a run merges into the one before it while that one is at most `_GROWTH` times its size, so there
+are a few runs (logarithmically many) and every key is moved a few times in all. Looking up a
+batch is one `searchsorted` per run, fastest with sorted keys (each search starts where the last
+ended). 16 bytes per key, against 32 for the open-addressing table one probe at a time
+(FingerprintMap), and no Python step per key: that probe loop was a tenth of the pipeline's main
+thread."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+
+# Measured at 2 M keys in batches of 2,048 (lookups and adds): 0.59 µs a key at 2, 0.47 at 8.
+_GROWTH = 8
 
 
 class SortedRuns:
@@ -43,7 +47,7 @@ class SortedRuns:
             return
         order = np.argsort(keys)
         self._runs.append((keys[order], values[order]))
-        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= _GROWTH * len(self._runs[-1][0]):
             newer = self._runs.pop()
             self._runs.append(_merge(self._runs.pop(), newer))
 
