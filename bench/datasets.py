@@ -47,6 +47,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from support import out  # noqa: E402
+
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken"))
 
 ENCODING = "o200k_base"  # gpt-4o-mini's, the pipeline's default target model
@@ -76,11 +80,6 @@ ADVICE = _words(
     "平时少吃高盐高脂的食物 需要排除器质性病变 按时服药，不要随意停药 孕妇用药一定要咨询医生 "
     "多数患者经过规范治疗可以明显好转"
 )
-
-
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 # --- the dataset -------------------------------------------------------------------------------

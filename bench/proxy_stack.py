@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+from support import create_database, drop_database, free_port, out
 
 REPO = Path(__file__).resolve().parent.parent
 VENVS = REPO / ".bench-venvs"
@@ -35,11 +36,6 @@ ADMIN_URL = os.environ.get("TUNEFORGE_BENCH_POSTGRES_URL", "postgresql://postgre
 REDIS_URL = os.environ.get("TUNEFORGE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def ensure_venv(name: str, pins: list[str]) -> Path:
     """The venv's python, created and installed on first use (or when the pins change)."""
     path = VENVS / name
@@ -52,12 +48,6 @@ def ensure_venv(name: str, pins: list[str]) -> Path:
     subprocess.run([str(python), "-m", "pip", "install", "-q", *pins], check=True)
     marker.write_text("\n".join(pins))
     return python
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Proc:
@@ -180,10 +170,7 @@ class Tuneforge:
         self.url = ""
 
     def start(self, log_dir: Path) -> None:
-        import psycopg
-
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        create_database(ADMIN_URL, self.db_name)
         cli = [str(MAIN_PYTHON), "-m", "cli.main"]
         subprocess.run([*cli, "migrate"], cwd=REPO, env=self.env, check=True, capture_output=True)
         created = subprocess.run(
@@ -233,10 +220,7 @@ class Tuneforge:
         for proc in self.procs:
             proc.stop()
         try:
-            import psycopg
-
-            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            drop_database(ADMIN_URL, self.db_name)
         except Exception as exc:  # a failed drop must not hide the results
             out(f"could not drop {self.db_name}: {exc}")
 

@@ -33,6 +33,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from support import create_database, database_url, drop_database, out  # noqa: E402
 
 ACTIVE_MIX = [  # (status, share of active tunes); created/uploading have no next_poll_at yet
     ("queued", 0.40),
@@ -45,11 +48,6 @@ ACTIVE_MIX = [  # (status, share of active tunes); created/uploading have no nex
 ]
 HISTORY_MIX = [("succeeded", 0.80), ("failed", 0.15), ("cancelled", 0.05)]
 UNFOLLOWED = {"created", "uploading"}
-
-
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def parse() -> argparse.Namespace:
@@ -72,7 +70,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     name = f"tuneforge_bench_{uuid.uuid4().hex[:8]}"
-    url = args.admin_url.rsplit("/", 1)[0] + "/" + name
+    url = database_url(args.admin_url, name)
     # The settings object reads the environment once; set it before anything imports it.
     os.environ.update(
         {
@@ -83,10 +81,7 @@ def main() -> None:
             "TUNEFORGE_SCHEDULER_INTERVAL_SECONDS": str(args.interval),
         }
     )
-    import psycopg
-
-    with psycopg.connect(args.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_database(args.admin_url, name)
     try:
         run(args)
     finally:
@@ -94,8 +89,7 @@ def main() -> None:
 
         get_engine().dispose()
         if not args.keep:
-            with psycopg.connect(args.admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(args.admin_url, name)
         else:
             out(f"kept database {name}")
 

@@ -37,17 +37,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-
-def out(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support import create_database, database_url, drop_database, free_port, out  # noqa: E402
 
 
 def receiver_main(port: int) -> None:
@@ -133,7 +125,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-wh-"))
     port = free_port()
     env = {
-        "TUNEFORGE_DATABASE_URL": args.admin_url.rsplit("/", 1)[0] + "/" + name,
+        "TUNEFORGE_DATABASE_URL": database_url(args.admin_url, name),
         "TUNEFORGE_BROKER_URL": args.redis_url,
         "TUNEFORGE_CELERY_QUEUE": f"tuneforge-bench-{run}",
         "TUNEFORGE_DATA_DIR": str(work / "data"),
@@ -149,13 +141,10 @@ def main() -> None:
         env["TUNEFORGE_WEBHOOK_ENDPOINT_CONCURRENCY"] = str(args.endpoint_concurrency)
     os.environ.update(env)
 
-    import psycopg
-
     from shared.db import get_engine, session_scope
     from shared.migrate import upgrade_head
 
-    with psycopg.connect(args.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_database(args.admin_url, name)
     receiver = multiprocessing.get_context("spawn").Process(target=receiver_main, args=(port,), daemon=True)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -266,8 +255,7 @@ def main() -> None:
         if receiver.is_alive():
             receiver.terminate()
         get_engine().dispose()
-        with psycopg.connect(args.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(args.admin_url, name)
         import redis
 
         client = redis.Redis.from_url(args.redis_url)

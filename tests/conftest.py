@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,12 @@ TEST_ENV = {
 os.environ.update(TEST_ENV)
 for name in ("TUNEFORGE_OPENAI_API_KEY", "TUNEFORGE_OPENAI_BASE_URL"):
     os.environ.pop(name, None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The run's files (blobs, process logs) go when it passed; a failed run keeps them to read."""
+    if exitstatus == 0:
+        shutil.rmtree(WORK_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -47,6 +47,30 @@ def wait_tune(http: httpx.Client, tune_id: str, timeout: float = 120) -> dict[st
     return wait_for(done, timeout, what=f"tune {tune_id} to finish")
 
 
+def ready_dataset(http: httpx.Client, size: int = 12, **form: Any) -> dict[str, Any]:
+    """A small Huatuo sample, prepared."""
+    dataset = wait_dataset(
+        http, upload_dataset(http, HUATUO, preset="huatuo", sample_size=str(size), **form)["id"]
+    )
+    assert dataset["status"] == "ready", dataset
+    return dataset
+
+
+def start_tune(http: httpx.Client, dataset_id: str, time_scale: str) -> dict[str, Any]:
+    """A gpt-4o-mini tune on the sandbox, its simulated clock at `time_scale` wall seconds per
+    simulated second (slower than the tests' default, to catch it running)."""
+    response = http.post(
+        "/v1/tunes",
+        json={
+            "dataset_id": dataset_id,
+            "base_model": "gpt-4o-mini",
+            "metadata": {"sandbox_time_scale": time_scale},
+        },
+    )
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
 def run_first_story(api_url: str, key: str, receiver: Receiver) -> str:
     """Runs the story; returns the webhook secret it was given."""
     http = client(api_url, key)

@@ -11,8 +11,7 @@ import orjson
 from shared.db import session_scope
 from shared.models import Tune
 from shared.webhooks import signing
-from tests.e2e.story import client, upload_dataset, wait_dataset, wait_tune
-from tests.support.paths import HUATUO
+from tests.e2e.story import client, ready_dataset, start_tune, wait_tune
 from tests.support.procs import wait_for
 
 URL_PATH = "/v1/provider-webhooks/openai"
@@ -30,15 +29,7 @@ def _event(job_id: str) -> bytes:
 
 def test_a_signed_provider_webhook_nudges_the_tune(stack, make_key) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
-    dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
-    tune = http.post(
-        "/v1/tunes",
-        json={
-            "dataset_id": dataset["id"],
-            "base_model": "gpt-4o-mini",
-            "metadata": {"sandbox_time_scale": "0.1"},
-        },
-    ).json()
+    tune = start_tune(http, ready_dataset(http)["id"], "0.1")
     job_id = wait_for(
         lambda: http.get(f"/v1/tunes/{tune['id']}").json()["provider_job_id"], 30, what="job id"
     )

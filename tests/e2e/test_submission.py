@@ -15,6 +15,25 @@ from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
 
 
+def insert_uploading_tune(tune_id: str, dataset_id: str, provider_file_id: str | None = None) -> None:
+    """A tune row as a worker leaves it mid-submission, written directly so no worker races the
+    test."""
+    with session_scope() as session:
+        owner = session.get(Dataset, dataset_id)
+        assert owner is not None
+        session.add(
+            Tune(
+                id=tune_id,
+                project_id=owner.project_id,
+                dataset_id=owner.id,
+                status="uploading",
+                base_model="gpt-4o-mini-2024-07-18",
+                provider="sandbox",
+                provider_file_id=provider_file_id,
+            )
+        )
+
+
 def test_a_job_created_earlier_is_adopted_not_duplicated(stack, make_key) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
     dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
@@ -25,20 +44,7 @@ def test_a_job_created_earlier_is_adopted_not_duplicated(stack, make_key) -> Non
     # The state a worker leaves behind when the create call went through but its answer was lost:
     # the upload recorded, no job id. The row is written directly so no worker races this test.
     tune_id = new_id("tune")
-    with session_scope() as session:
-        owner = session.get(Dataset, dataset["id"])
-        assert owner is not None
-        session.add(
-            Tune(
-                id=tune_id,
-                project_id=owner.project_id,
-                dataset_id=owner.id,
-                status="uploading",
-                base_model="gpt-4o-mini-2024-07-18",
-                provider="sandbox",
-                provider_file_id=file_id,
-            )
-        )
+    insert_uploading_tune(tune_id, dataset["id"], provider_file_id=file_id)
     earlier = sandbox.fine_tuning.jobs.create(
         model="gpt-4o-mini", training_file=file_id, metadata={tune_jobs.METADATA_KEY: tune_id}
     )
@@ -60,19 +66,7 @@ def test_a_file_uploaded_earlier_is_adopted_not_uploaded_again(stack, make_key) 
     tune_id = new_id("tune")
     # The upload went through but its response was lost: the file exists, the tune has no id.
     earlier = sandbox.files.create(file=(f"{tune_id}-train.jsonl", io.BytesIO(training)), purpose="fine-tune")
-    with session_scope() as session:
-        owner = session.get(Dataset, dataset["id"])
-        assert owner is not None
-        session.add(
-            Tune(
-                id=tune_id,
-                project_id=owner.project_id,
-                dataset_id=owner.id,
-                status="uploading",
-                base_model="gpt-4o-mini-2024-07-18",
-                provider="sandbox",
-            )
-        )
+    insert_uploading_tune(tune_id, dataset["id"])
     with session_scope() as session:
         assert tune_jobs.upload_files(session, tune_id)
     with session_scope() as session:

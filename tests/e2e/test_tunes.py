@@ -8,16 +8,12 @@ import json
 import orjson
 import tiktoken
 
-from tests.e2e.story import client, upload_dataset, wait_dataset, wait_tune
-from tests.support.paths import HUATUO
+from tests.e2e.story import client, ready_dataset, start_tune, upload_dataset, wait_dataset, wait_tune
 from tests.support.procs import wait_for
 
 
 def _ready_dataset(http, size: int = 20):  # type: ignore[no-untyped-def]
-    dataset = upload_dataset(http, HUATUO, preset="huatuo", sample_size=str(size), seed="5")
-    dataset = wait_dataset(http, dataset["id"])
-    assert dataset["status"] == "ready", dataset
-    return dataset
+    return ready_dataset(http, size, seed="5")
 
 
 def test_cancel_a_running_tune(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
@@ -26,14 +22,7 @@ def test_cancel_a_running_tune(stack, make_key, receiver) -> None:  # type: igno
     receiver.expect_secrets(endpoint.json()["secret"])
     dataset = _ready_dataset(http)
     # A slow clock for this one job keeps it running while we cancel it.
-    tune = http.post(
-        "/v1/tunes",
-        json={
-            "dataset_id": dataset["id"],
-            "base_model": "gpt-4o-mini",
-            "metadata": {"sandbox_time_scale": "0.2"},
-        },
-    ).json()
+    tune = start_tune(http, dataset["id"], "0.2")
     wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["status"] == "running", 60, what="running")
     assert http.post(f"/v1/tunes/{tune['id']}/cancel").status_code == 202
     done = wait_tune(http, tune["id"], timeout=30)
@@ -136,14 +125,7 @@ def test_requests_that_cannot_work_get_clear_4xx(stack, make_key, tmp_path) -> N
 def test_pause_and_resume_a_running_tune(stack, make_key) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
     dataset = _ready_dataset(http)
-    tune = http.post(
-        "/v1/tunes",
-        json={
-            "dataset_id": dataset["id"],
-            "base_model": "gpt-4o-mini",
-            "metadata": {"sandbox_time_scale": "0.1"},
-        },
-    ).json()
+    tune = start_tune(http, dataset["id"], "0.1")
     refused = http.post(f"/v1/tunes/{tune['id']}/resume")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "tune_not_resumeable"
     wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["status"] == "running", 60, what="running")

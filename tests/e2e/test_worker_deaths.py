@@ -11,22 +11,13 @@ from sqlalchemy import func, select
 from shared import attempts, queue
 from shared.db import session_scope
 from shared.models import TaskAttempt, Tune, utcnow
-from tests.e2e.story import client, upload_dataset, wait_dataset, wait_tune
-from tests.support.paths import HUATUO
+from tests.e2e.story import client, ready_dataset, start_tune, wait_tune
 from tests.support.procs import wait_for
 
 
 def test_a_poll_that_kept_killing_workers_fails_the_tune(stack, make_key) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
-    dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
-    tune = http.post(
-        "/v1/tunes",
-        json={
-            "dataset_id": dataset["id"],
-            "base_model": "gpt-4o-mini",
-            "metadata": {"sandbox_time_scale": "1"},
-        },
-    ).json()
+    tune = start_tune(http, ready_dataset(http)["id"], "1")
     wait_for(lambda: http.get(f"/v1/tunes/{tune['id']}").json()["provider_job_id"], 30, what="submission")
     # Take the tune off the sweep's schedule and let any poll in flight return first: a regular
     # poll that finished after the seeding below would clear the count it is meant to trip.
@@ -51,7 +42,7 @@ def test_a_poll_that_kept_killing_workers_fails_the_tune(stack, make_key) -> Non
 
 def test_tasks_that_return_leave_no_attempt_count(stack, make_key) -> None:  # type: ignore[no-untyped-def]
     http = client(stack.api_url, make_key())
-    dataset = wait_dataset(http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12")["id"])
+    dataset = ready_dataset(http)
     tune = http.post("/v1/tunes", json={"dataset_id": dataset["id"], "base_model": "gpt-4o-mini"}).json()
     assert wait_tune(http, tune["id"])["status"] == "succeeded"
 
