@@ -9,29 +9,11 @@ from openai import OpenAI
 
 from shared.db import session_scope
 from shared.ids import new_id
-from shared.models import Dataset, Tune
+from shared.models import Tune
 from shared.tunes import jobs as tune_jobs
+from tests.e2e.rows import insert_uploading_tune
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
-
-
-def insert_uploading_tune(tune_id: str, dataset_id: str, provider_file_id: str | None = None) -> None:
-    """A tune row as a worker leaves it mid-submission, written directly so no worker races the
-    test."""
-    with session_scope() as session:
-        owner = session.get(Dataset, dataset_id)
-        assert owner is not None
-        session.add(
-            Tune(
-                id=tune_id,
-                project_id=owner.project_id,
-                dataset_id=owner.id,
-                status="uploading",
-                base_model="gpt-4o-mini-2024-07-18",
-                provider="sandbox",
-                provider_file_id=provider_file_id,
-            )
-        )
 
 
 def test_a_job_created_earlier_is_adopted_not_duplicated(stack, make_key) -> None:  # type: ignore[no-untyped-def]

@@ -11,8 +11,9 @@ import pytest
 
 from shared.db import session_scope
 from shared.ids import new_id
-from shared.models import Project, WebhookDelivery, utcnow
+from shared.models import WebhookDelivery
 from tests.conftest import CANARY_PORT
+from tests.e2e.rows import insert_deliveries
 from tests.e2e.story import client
 from tests.support.procs import wait_for
 from tests.support.receiver import Canary
@@ -66,24 +67,7 @@ def test_hostile_urls_are_refused_when_registered(stack, make_key, canary, url: 
 def test_hostile_urls_in_the_outbox_are_refused_at_send(stack, make_key, canary) -> None:  # type: ignore[no-untyped-def]
     # As after DNS rebinding: the rows exist, only the check at send time stands in the way.
     make_key(project := f"ssrf-{new_id('x')}")
-    ids = []
-    with session_scope() as session:
-        from sqlalchemy import select
-
-        project_id = session.scalar(select(Project.id).where(Project.name == project))
-        for url in HOSTILE:
-            delivery = WebhookDelivery(
-                id=new_id("whd"),
-                project_id=project_id,
-                event_id=new_id("evt"),
-                event_type="tune.succeeded",
-                endpoint_id=None,
-                url=url,
-                payload='{"id": "evt_x"}',
-                next_attempt_at=utcnow(),
-            )
-            session.add(delivery)
-            ids.append(delivery.id)
+    ids = insert_deliveries(project, list(HOSTILE), event_type="tune.succeeded", payload='{"id": "evt_x"}')
 
     def all_refused() -> bool:
         with session_scope() as session:

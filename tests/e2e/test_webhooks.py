@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from openai import OpenAI
-from sqlalchemy import select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from shared.config import Settings, get_settings
 from shared.db import session_scope
 from shared.ids import new_id
-from shared.models import Project, WebhookDelivery, utcnow
+from shared.models import WebhookDelivery, utcnow
 from shared.webhooks import delivery
+from tests.e2e.rows import insert_deliveries
 from tests.e2e.story import client, upload_dataset, wait_dataset
 from tests.support.paths import HUATUO
 from tests.support.procs import wait_for
@@ -27,28 +27,6 @@ def _small_dataset(http, **form):  # type: ignore[no-untyped-def]
     return wait_dataset(
         http, upload_dataset(http, HUATUO, preset="huatuo", sample_size="12", seed="3", **form)["id"]
     )
-
-
-def insert_deliveries(project: str, endpoint_id: str, url: str, due: datetime, count: int) -> list[str]:
-    """Pending `webhook.test` deliveries due at `due`, written directly (a far-off `due` keeps
-    the running sweep away from them); their ids."""
-    ids = [new_id("whd") for _ in range(count)]
-    with session_scope() as session:
-        project_id = session.scalar(select(Project.id).where(Project.name == project))
-        for delivery_id in ids:
-            session.add(
-                WebhookDelivery(
-                    id=delivery_id,
-                    project_id=project_id,
-                    event_id=new_id("evt"),
-                    event_type="webhook.test",
-                    endpoint_id=endpoint_id,
-                    url=url,
-                    payload="{}",
-                    next_attempt_at=due,
-                )
-            )
-    return ids
 
 
 def test_failed_deliveries_are_retried_with_the_same_id(stack, make_key, receiver) -> None:  # type: ignore[no-untyped-def]
@@ -217,7 +195,7 @@ def test_the_retry_schedule_follows_a_controllable_clock(stack, make_key, receiv
     schedule = get_settings().webhook_retry_schedule
     # Far in the future, so the running sweep never considers this row due.
     t0 = utcnow() + timedelta(days=30)
-    (delivery_id,) = insert_deliveries(project, endpoint["id"], receiver.url, t0, 1)
+    (delivery_id,) = insert_deliveries(project, [receiver.url], endpoint_id=endpoint["id"], due=t0)
     now = t0
     for attempt, delay in enumerate(schedule, start=1):
         with session_scope() as session:
@@ -247,7 +225,7 @@ def test_an_endpoint_failing_for_five_days_is_disabled(stack, make_key, receiver
     endpoint = http.post("/v1/webhook-endpoints", json={"url": receiver.url}).json()
     receiver.expect_secrets(endpoint["secret"])
     t0 = utcnow() + timedelta(days=60)
-    ids = insert_deliveries(project, endpoint["id"], receiver.url, t0, 2)
+    ids = insert_deliveries(project, [receiver.url] * 2, endpoint_id=endpoint["id"], due=t0)
     for delivery_id, now in ((ids[0], t0), (ids[1], t0 + timedelta(days=5, seconds=1))):
         with session_scope() as session:
             delivery.deliver(session, delivery_id, now=now)
