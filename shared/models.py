@@ -347,9 +347,7 @@ class ChatUsage(Base):
 
     __tablename__ = "chat_usage"
 
-    project_id: Mapped[str] = mapped_column(
-        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
-    )
+    project_id: Mapped[str] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     # "" when the request named a model directly (a primary key column cannot be null).

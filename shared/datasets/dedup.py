@@ -257,12 +257,13 @@ class Deduplicator:
         normalised = _fingerprint(_normalised_key(example), _NORMALISED_SALT)
         return self._classify(exact, normalised)
 
-    def duplicates_of_plain(self, plains: list[Plain]) -> list[str | None]:
+    def duplicates_of_plain(self, plains: list[Plain], texts: list[str] | None = None) -> list[str | None]:
         """`duplicate_of` for examples of the common shape, given as their `plain_messages`, in
-        order. They are fingerprinted from their strings' own (keyed) hashes, without writing
-        them out as JSON; the salts keep these apart from the byte fingerprints."""
+        order (`texts`: their distinct contents, when the caller has them). They are fingerprinted
+        from their strings' own (keyed) hashes, without writing them out as JSON; the salts keep
+        these apart from the byte fingerprints."""
         if self.batched:
-            return self._batch_of_plain(plains)
+            return self._batch_of_plain(plains, texts)
         young, normalise_one = self._young, self._normalise
 
         def normalised_of(text: str) -> str:
@@ -276,12 +277,13 @@ class Deduplicator:
             verdicts.append(classify(exact, ((hash(key) ^ _PLAIN_NORMALISED_SALT) & _MASK64) or 1))
         return verdicts
 
-    def _batch_of_plain(self, plains: list[Plain]) -> list[str | None]:
+    def _batch_of_plain(self, plains: list[Plain], texts: list[str] | None) -> list[str | None]:
         """`duplicates_of_plain` with numpy: the batch's strings normalised together, and its
         fingerprints looked up and added together (sorted_runs.py); only the rare duplicates
         take a step each, in input order. Plain examples are never duplicates of other shapes,
         so they keep their own table (`plain_first`)."""
-        texts = list(dict.fromkeys(chain.from_iterable(map(itemgetter(1), plains))))
+        if texts is None:
+            texts = list(dict.fromkeys(chain.from_iterable(map(itemgetter(1), plains))))
         normalised_of = dict(zip(texts, normalise.normalise_many(texts), strict=True)).__getitem__
         exact = np.array([((hash(plain) ^ _PLAIN_SALT) & _MASK64) or 1 for plain in plains], dtype=np.uint64)
         normalised = np.array(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from datetime import date, timedelta
+from itertools import chain
 from typing import Any, BinaryIO
 
 from shared.datasets.columns import TabularColumns
@@ -43,11 +44,18 @@ _CHAT_KEYS = frozenset(CHAT_TOP_LEVEL_KEYS)
 DEFAULT_BATCH_ROWS = 2048
 _BATCH_CHARS = 1 << 21
 # A row waiting for its batch's counts: (line, example, ticket, the `plain_messages` of an example
-# of the common shape or None), or (line, None, (code, message), None) for a rejected row. Plain
+# of the common shape or None), or (line, None, (code, message), None) for a rejected row. The
+# ticket is None when the example needs no count, `_COUNT_PLAIN` for a plain example, counted from
+# its batch's distinct contents, else ExampleCounter.add's. Plain
 # examples are checked for duplicates when their batch is finished, all at once; others as they
 # are read (the two kinds can never be duplicates of each other, so the order between them does
 # not matter).
 _Pending = tuple[int, Any, Any, Any]
+# The ticket of a plain example to count with its batch's distinct contents (`_next_batch`).
+_COUNT_PLAIN: Any = object()
+# A batch being counted: its rows, the strings submitted, the lengths known and deferred when it
+# was closed (ExampleCounter.add_texts), and its plain examples' distinct contents (for dedup).
+_Counting = tuple[list[_Pending], Submitted, tuple[dict[str, int], list[str]], list[str] | None]
 
 
 class Run:
@@ -93,7 +101,7 @@ class Run:
         # Rows waiting for their batch's token counts, in input order (`_Pending`). While one
         # batch is read, the batch before it may still be counting (`counting`).
         self.batch: list[_Pending] = []
-        self.counting: tuple[list[_Pending], Submitted] | None = None
+        self.counting: _Counting | None = None
         self.plain_chat = options.user_template is None
         self.chat_rows = False  # see `_row`
 
@@ -166,7 +174,8 @@ class Run:
                 example, plain = found
                 ticket = None
                 if self.sample_size is None or training_example_token_upper_bound(example) > self.limit:
-                    ticket = self.counter.add_plain(plain[0], plain[1])
+                    ticket = _COUNT_PLAIN
+                    self.counter.chars += sum(map(len, plain[1]))
                 self.batch.append((number, example, ticket, plain))
                 return
         self._any_row(number, row)
@@ -224,15 +233,24 @@ class Run:
         ticket = None
         # Sampled runs only tokenize what they keep, unless the example might be over the limit.
         if self.sample_size is None or training_example_token_upper_bound(example) > self.limit:
-            ticket = self.counter.add(example) if plain is None else self.counter.add_plain(*plain)
+            if plain is None:
+                ticket = self.counter.add(example)
+            else:
+                ticket = _COUNT_PLAIN
+                self.counter.chars += sum(map(len, plain[1]))
         self.batch.append((number, example, ticket, plain))
 
     def _next_batch(self) -> None:
         """Start counting this batch's strings, then finish the batch before it."""
+        batch = self.batch
+        texts = list(dict.fromkeys(chain.from_iterable(p[3][1] for p in batch if p[2] is _COUNT_PLAIN)))
+        known, deferred = self.counter.add_texts(texts)
         submitted = self.counter.submit()
         if self.counting is not None:
             self._finish(*self.counting)
-        self.counting = (self.batch, submitted)
+        # Every plain example counted: their distinct contents are dedup's too.
+        plain_texts = texts if self.sample_size is None else None
+        self.counting = (batch, submitted, (known, deferred), plain_texts)
         self.batch = []
 
     def _drain(self) -> None:
@@ -242,14 +260,21 @@ class Run:
             self._finish(*self.counting)
             self.counting = None
 
-    def _finish(self, batch: list[_Pending], submitted: Submitted) -> None:
+    def _finish(
+        self,
+        batch: list[_Pending],
+        submitted: Submitted,
+        lengths: tuple[dict[str, int], list[str]],
+        texts: list[str] | None,
+    ) -> None:
         """Take the batch's token counts, then finish its rows in input order."""
         counter = self.counter
         counter.wait(submitted)
         errors, report, limit, sample_size = self.errors, self.report, self.limit, self.sample_size
-        reservoir, count = self.reservoir, counter.tokens
+        reservoir, count, fixed_tokens = self.reservoir, counter.tokens, counter.fixed_tokens
+        length_of = counter.completed(*lengths).__getitem__
         plains = [plain for _, _, _, plain in batch if plain is not None]
-        duplicates = iter(self.dedup.duplicates_of_plain(plains) if plains else ())
+        duplicates = iter(self.dedup.duplicates_of_plain(plains, texts) if plains else ())
         # The examples to write, their token counts and their roles (plain examples), in order.
         examples: list[dict[str, Any]] = []
         counts: list[int] = []
@@ -262,15 +287,17 @@ class Run:
             if plain is not None and next(duplicates) is not None:
                 continue
             tokens: int | None = None
-            if ticket is not None:
+            if ticket is _COUNT_PLAIN:
+                tokens = fixed_tokens(plain[0]) + sum(map(length_of, plain[1]))
+            elif ticket is not None:
                 tokens = ticket[0] if not ticket[1] else count(ticket)
-                if tokens > limit:
-                    errors.add(
-                        number,
-                        "too_many_tokens",
-                        f"Example has {tokens} tokens; {self.model.name} accepts at most {limit}",
-                    )
-                    continue
+            if tokens is not None and tokens > limit:
+                errors.add(
+                    number,
+                    "too_many_tokens",
+                    f"Example has {tokens} tokens; {self.model.name} accepts at most {limit}",
+                )
+                continue
             if sample_size is None:
                 examples.append(example)
                 counts.append(tokens)  # type: ignore[arg-type]

@@ -54,7 +54,8 @@ class ExampleCounter:
 
     1. `add(example)` (or `add_plain`) returns a ticket: the fixed tokens plus the lengths that the
        cache knows, and the strings still to count; those join the batch's distinct strings,
-       unless the batch before it is counting them already.
+       unless the batch before it is counting them already. For many plain examples at once,
+       `add_texts` takes their distinct contents instead (no ticket and no step per example).
     2. `submit()` closes the batch and starts counting its strings in `threads - 1` background
        threads, with calls that hold no GIL for the whole slice (tiktoken on the texts joined by
        <|endoftext|>, quicktok's native batch), and returns at once: the caller reads and checks
@@ -103,12 +104,49 @@ class ExampleCounter:
     def add_plain(self, roles: tuple[str, ...], contents: tuple[str, ...]) -> Ticket:
         """`add` for messages that are exactly a string role and a string content each (the
         common shape): the same count, without walking the messages again."""
+        return self._lookup(self.fixed_tokens(roles), contents)
+
+    def fixed_tokens(self, roles: tuple[str, ...]) -> int:
+        """The tokens of messages with these roles apart from their contents (role names, the
+        per-message overhead and the reply priming)."""
         fixed = self._role_tokens.get(roles)
         if fixed is None:
             fixed = REPLY_PRIMING_TOKENS + sum(TOKENS_PER_MESSAGE + self.lengths(role) for role in roles)
             if len(self._role_tokens) < _ROLES_KEPT:
                 self._role_tokens[roles] = fixed
-        return self._lookup(fixed, contents)
+        return fixed
+
+    def add_texts(self, texts: Collection[str]) -> tuple[dict[str, int], list[str]]:
+        """For a batch of plain examples counted together, their distinct contents: the lengths
+        the cache knows (a dict of the caller's), and the strings the batch before is counting
+        already; the others join this batch to count. Once this batch is waited for,
+        `completed(known, deferred)` has them all. No ticket per example: an example's count is
+        `fixed_tokens(roles)` plus its contents' lengths."""
+        lengths, counting = self.lengths, self._counting
+        pending: dict[str, None] = self._pending
+        known: dict[str, int] = {}
+        deferred: list[str] = []
+        for text in texts:
+            found = lengths._young.get(text)
+            if found is None:
+                found = lengths._old.get(text)
+                if found is None:
+                    if text in counting:
+                        deferred.append(text)
+                    else:
+                        pending[text] = None
+                    continue
+                lengths.put(text, found)
+            known[text] = found
+        return known, deferred
+
+    def completed(self, known: dict[str, int], deferred: list[str]) -> dict[str, int]:
+        """`add_texts`'s lengths, complete once its batch has been waited for."""
+        previous = self._previous
+        for text in deferred:
+            known[text] = previous[text]
+        known.update(self._resolved)
+        return known
 
     def _lookup(self, fixed: int, texts: Collection[str]) -> Ticket:
         lengths = self.lengths

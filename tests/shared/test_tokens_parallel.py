@@ -275,6 +275,39 @@ def test_a_string_counting_in_the_batch_before_is_not_counted_again() -> None:
     assert recording.seen.count(long_text) == 2
 
 
+def test_batch_contents_count_as_tickets_do_and_in_flight_strings_wait_for_their_batch() -> None:
+    recording = Recording(tokens.tokenizer_backend("o200k_base", "tiktoken"))
+    lengths = tokens.TokenLengths("o200k_base", recording)  # type: ignore[arg-type]
+    long_text = "很长的系统提示。" * 600  # over the cache's per-string limit: never cached
+    prompt = "你是医生。"  # short: cached once counted
+    encoding = tiktoken.get_encoding("o200k_base")
+    roles = ("system", "user")
+
+    def expected(system: str, question: str) -> int:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return reference_count(messages, encoding)
+
+    with tokens.ExampleCounter("o200k_base", 2, lengths) as counter:
+        first = counter.add_texts([long_text, prompt, "问题一"])
+        one = counter.submit()
+        second = counter.add_texts([long_text, "问题二"])  # in flight in the batch before: deferred
+        assert second[1] == [long_text]
+        two = counter.submit()
+        counter.wait(one)
+        counted = counter.completed(*first)
+        assert counter.fixed_tokens(roles) + counted[prompt] + counted["问题一"] == expected(prompt, "问题一")
+        counter.wait(two)
+        counted = counter.completed(*second)
+        assert counter.fixed_tokens(roles) + counted[long_text] + counted["问题二"] == expected(
+            long_text, "问题二"
+        )
+        third = counter.add_texts([prompt, "问题三"])  # the prompt is cached now
+        assert third[0] == {prompt: len(encoding.encode(prompt))} and third[1] == []
+        counter.resolve()
+        assert counter.completed(*third)["问题三"] == len(encoding.encode("问题三"))
+    assert recording.seen.count(long_text) == 1 and recording.seen.count(prompt) == 1
+
+
 def test_plain_chat_rows_map_exactly_as_map_chat_does() -> None:
     rows: list[Any] = [json.loads(line) for line in CHAT.read_text(encoding="utf-8").splitlines()[:50]]
     rows += [
