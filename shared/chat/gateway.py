@@ -100,7 +100,7 @@ async def open_exchange(token: str | None, raw: bytes) -> Exchange:
     """Everything up to the upstream's status line; raises a DomainError for the client."""
     body = parse(raw)
     caller = await lookups.caller_for(token)
-    admission = await limits.get_limiter().admit(caller)
+    limit_headers = await limits.get_limiter().admit(caller)
     # A Tuneforge field (which provider serves a base model), never sent upstream.
     provider = body.pop("provider", None)
     if provider is not None and (not isinstance(provider, str) or not provider):
@@ -118,7 +118,7 @@ async def open_exchange(token: str | None, raw: bytes) -> Exchange:
     response = await upstream.send(route.provider, upstream_body)
     if response.status >= 400:
         raise upstream.error_for(response.status, await response.read(), response.headers)
-    headers = {**admission.headers, "x-tuneforge-model": route.upstream_model}
+    headers = {**limit_headers, "x-tuneforge-model": route.upstream_model}
     if route.alias:
         headers["x-tuneforge-alias"] = route.alias
     request_id = response.headers.get("x-request-id")

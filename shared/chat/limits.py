@@ -48,11 +48,6 @@ return {grant, used}
 """
 
 
-@dataclass(frozen=True)
-class Admission:
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 @dataclass
 class _Window:
     """One key's minute as this process sees it."""
@@ -142,7 +137,8 @@ class RedisLimiter(_Counting):
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._sync_forever()), loop.create_task(self._listen_forever())]
 
-    async def admit(self, caller: Caller) -> Admission:
+    async def admit(self, caller: Caller) -> dict[str, str]:
+        """Count one request of the key, or raise RateLimited; the x-ratelimit-* headers."""
         self.start()
         now = time.time()
         state = self._window(caller.key_id, now)
@@ -152,7 +148,7 @@ class RedisLimiter(_Counting):
             if state.used >= state.leased:
                 await self._take_lease(caller, state, rpm, now)
             state.used += 1
-        return Admission(headers=_headers(caller, state.requests_counted, state.tokens, now))
+        return _headers(caller, state.requests_counted, state.tokens, now)
 
     async def _take_lease(self, caller: Caller, state: _Window, rpm: int, now: float) -> None:
         async with state.lock:
@@ -230,7 +226,7 @@ class LocalLimiter(_Counting):
     def start(self) -> None:
         return None
 
-    async def admit(self, caller: Caller) -> Admission:
+    async def admit(self, caller: Caller) -> dict[str, str]:
         now = time.time()
         state = self._window(caller.key_id, now)
         self._check_tokens(caller, state, now)
@@ -239,7 +235,7 @@ class LocalLimiter(_Counting):
                 raise _refuse("requests", caller, state.used, state.tokens, now)
             state.used += 1
             state.leased = state.counted = state.used
-        return Admission(headers=_headers(caller, state.used, state.tokens, now))
+        return _headers(caller, state.used, state.tokens, now)
 
     async def close(self) -> None:
         return None

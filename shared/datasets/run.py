@@ -175,6 +175,7 @@ class Run:
                 ticket = None
                 if self.sample_size is None or training_example_token_upper_bound(example) > self.limit:
                     ticket = _COUNT_PLAIN
+                    # Counted with the batch (`_next_batch`), but its characters end a long batch now.
                     self.counter.chars += sum(map(len, plain[1]))
                 self.batch.append((number, example, ticket, plain))
                 return

@@ -52,7 +52,7 @@ class ExampleCounter:
     """Token counts of many training examples, a batch at a time, with the figures of
     `count_training_example` whatever the number of threads.
 
-    1. `add(example)` (or `add_plain`) returns a ticket: the fixed tokens plus the lengths that the
+    1. `add(example)` returns a ticket: the fixed tokens plus the lengths that the
        cache knows, and the strings still to count; those join the batch's distinct strings,
        unless the batch before it is counting them already. For many plain examples at once,
        `add_texts` takes their distinct contents instead (no ticket and no step per example).
@@ -100,11 +100,6 @@ class ExampleCounter:
     def add(self, example: Mapping[str, Any]) -> Ticket:
         fixed, texts = example_parts(_counted_messages(example))
         return self._lookup(fixed, texts)
-
-    def add_plain(self, roles: tuple[str, ...], contents: tuple[str, ...]) -> Ticket:
-        """`add` for messages that are exactly a string role and a string content each (the
-        common shape): the same count, without walking the messages again."""
-        return self._lookup(self.fixed_tokens(roles), contents)
 
     def fixed_tokens(self, roles: tuple[str, ...]) -> int:
         """The tokens of messages with these roles apart from their contents (role names, the

@@ -97,9 +97,10 @@ def test_every_route_counts_what_tiktoken_counts(name: str, backend: str) -> Non
     for threads in (1, 2, 3):
         lengths = tokens.TokenLengths(name, chosen)  # an empty cache: every text is tokenized
         with tokens.ExampleCounter(name, threads, lengths) as counter:
-            tickets = [counter.add_plain(("user",), (text,)) for text in texts]
+            batch = counter.add_texts(list(dict.fromkeys(texts)))
             counter.resolve()
-            assert [counter.tokens(t) - 3 - 3 - len(encoding.encode("user")) for t in tickets] == expected
+            counted = counter.completed(*batch)
+            assert [counted[text] for text in texts] == expected
 
 
 def test_lone_surrogates_fall_back_to_tiktoken(backend: str) -> None:
@@ -256,20 +257,22 @@ def test_a_string_counting_in_the_batch_before_is_not_counted_again() -> None:
     long_text = "很长的系统提示。" * 600  # over the cache's per-string limit: never cached
     encoding = tiktoken.get_encoding("o200k_base")
 
+    def chat(system: str, question: str) -> dict[str, Any]:
+        return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
+
     def expected(question: str) -> int:
-        messages = [{"role": "system", "content": long_text}, {"role": "user", "content": question}]
-        return reference_count(messages, encoding)
+        return reference_count(chat(long_text, question)["messages"], encoding)
 
     with tokens.ExampleCounter("o200k_base", 2, lengths) as counter:
-        first = counter.add_plain(("system", "user"), (long_text, "问题一"))
+        first = counter.add(chat(long_text, "问题一"))
         one = counter.submit()
-        second = counter.add_plain(("system", "user"), (long_text, "问题二"))  # in flight: not again
+        second = counter.add(chat(long_text, "问题二"))  # in flight: not again
         two = counter.submit()
         counter.wait(one)
         assert counter.tokens(first) == expected("问题一")
         counter.wait(two)
         assert counter.tokens(second) == expected("问题二")
-        third = counter.add_plain(("system", "user"), (long_text, "问题三"))  # not cached: counted again
+        third = counter.add(chat(long_text, "问题三"))  # not cached: counted again
         counter.resolve()
         assert counter.tokens(third) == expected("问题三")
     assert recording.seen.count(long_text) == 2
