@@ -334,7 +334,6 @@ class Run:
             )
             self.output.flush()
         self.reservoir.clear()
-        self.output.close()
         report.examples = report.train_examples + report.validation_examples
         report.errors = self.errors.errors
         report.errors_total = report.skipped = self.errors.total
